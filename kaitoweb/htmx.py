@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+
+def htmx_partial(request: HttpRequest) -> bool:
+    """An htmx request for a fragment, not a boosted full-page navigation (as NetBox does)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted
