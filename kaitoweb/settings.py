@@ -123,7 +123,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "kaitoweb.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(VAR_DIR / "kaitoweb.sqlite3")),
             # The web server and the Celery worker write at once: WAL and immediate
             # transactions turn "database is locked" into a short wait.
             "OPTIONS": {
@@ -177,6 +177,7 @@ else:
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
         "store_processed": False,
     }
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "kaitoweb")
 CELERY_TASK_IGNORE_RESULT = True  # the UI reads database rows, never task results
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

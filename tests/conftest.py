@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -44,3 +50,61 @@ def operator_client(client_as: Callable[[Role | None], Client]) -> Client:
 @pytest.fixture
 def admin_client_role(client_as: Callable[[Role | None], Client]) -> Client:
     return client_as(Role.ADMIN)
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment for a process that must see this test run's database and queue."""
+    from django.db import connection
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env["CELERY_QUEUE"] = settings.CELERY_TASK_DEFAULT_QUEUE
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("postgresql"):
+        user = quote(db["USER"] or "")
+        password = f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else ""
+        auth = f"{user}{password}@" if user else ""
+        env["DATABASE_URL"] = f"postgres://{auth}{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    else:
+        env["SQLITE_PATH"] = str(db["NAME"])
+    return env
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db: None, tmp_path: Path) -> Iterator[Path]:
+    """A real Celery worker in its own process, on the configured broker (Redis or the
+    serverless filesystem default), using the test database. Yields its log file."""
+    log = tmp_path / "celery-worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "kaitoweb", "worker",
+                "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+                "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"test-{os.getpid()}@%h",
+            ],
+            env=_worker_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b" ready." not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Celery worker did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.1)

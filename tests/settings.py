@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 
-from cryptography.fernet import Fernet
-
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
-os.environ.setdefault("ENCRYPTION_KEYS", Fernet.generate_key().decode())
+# A fixed key, so a Celery worker started by a test decrypts what the test process encrypted.
+os.environ.setdefault("ENCRYPTION_KEYS", "dGVzdC1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=")
+# A queue of this run's own, so a test's worker never takes a developer's tasks or vice versa.
+os.environ.setdefault("CELERY_QUEUE", f"kaitoweb-test-{os.getpid()}")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
 from kaitoweb.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+WHITENOISE_USE_FINDERS = True  # serve static files from their sources; no collectstatic in tests
+WHITENOISE_AUTOREFRESH = True
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not memory, so a Celery worker in another process sees the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-kaitoweb.sqlite3")}  # noqa: F405

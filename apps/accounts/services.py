@@ -3,10 +3,29 @@ from __future__ import annotations
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser, Group
+from django.contrib.auth.models import AbstractUser, Group, Permission
 from django.db import transaction
 
 from apps.accounts.roles import Role
+
+
+# Apps whose models the admin role edits in Django admin; viewers and operators may view them.
+ADMINISTERED_APPS = ("catalog",)
+
+
+def role_permissions_sync(*, using: str = "default") -> None:
+    """Give each role group the Django model permissions of its role (idempotent)."""
+    groups = {g.name: g for g in Group.objects.using(using).filter(name__in=[r.group_name for r in Role])}
+    if len(groups) < len(Role):
+        return  # the groups' migration has not run yet
+    perms = Permission.objects.using(using).filter(content_type__app_label__in=ADMINISTERED_APPS)
+    view = [p for p in perms if p.codename.startswith("view_")]
+    user_admin = Permission.objects.using(using).filter(
+        content_type__app_label="auth", content_type__model__in=["user", "group"]
+    )
+    groups[Role.VIEWER.group_name].permissions.set(view)
+    groups[Role.OPERATOR.group_name].permissions.set(view)
+    groups[Role.ADMIN.group_name].permissions.set([*perms, *user_admin])
 
 
 @transaction.atomic

@@ -1,12 +1,30 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from functools import partial
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel, ModelFamily
 from apps.catalog.selectors import vm_specs
 from apps.catalog.sizing import cheapest_fit
+from apps.catalog.tasks import catalog_reload
+
+
+@admin.action(description="Re-seed the whole catalog from the shipped reference data (keeps edits)")
+def reseed_catalog(
+    model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet  # type: ignore[type-arg]
+) -> None:
+    transaction.on_commit(partial(catalog_reload.delay, force=False))
+    model_admin.message_user(
+        request,
+        "Catalog reload queued; a Celery worker applies it in a few seconds. Values edited "
+        "here are kept.",
+        messages.INFO,
+    )
 
 
 class EditedBySeedFilter(admin.SimpleListFilter):
@@ -61,6 +79,8 @@ class KaitoModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["model_id", "preset_name", "license", "architectures", "notes"]
     list_select_related = ["family"]
     readonly_fields = ["seed", "updated_at"]
+    actions = [reseed_catalog]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["model_id", "preset_name", "family", "source", "lifecycle", "notes"]}),
         (

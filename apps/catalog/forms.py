@@ -39,7 +39,7 @@ class CatalogFilterForm(forms.Form):
     lifecycle = forms.ChoiceField(
         required=False, choices=[("", "Any lifecycle"), *Lifecycle.choices]
     )
-    fits_on = forms.ChoiceField(required=False, label="Fits on")
+    fits_on = forms.ChoiceField(required=False, label="Fits on one")
     sort = forms.ChoiceField(required=False, choices=SORT_CHOICES)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

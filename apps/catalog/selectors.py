@@ -136,7 +136,8 @@ def _matches(entry: CatalogEntry, f: CatalogFilters, fits_vm: VmSpec | None) -> 
     if f.lifecycle and entry.lifecycle != f.lifecycle:
         return False
     if f.fits_on:
-        if km is None or fits_vm is None or not size_on(km.sizing_spec(), fits_vm).fits:
+        # "fits on" a VM size: on one node of it, at KAITO's default context
+        if km is None or fits_vm is None or not size_on(km.sizing_spec(), fits_vm, nodes=1).fits:
             return False
     if f.q:
         return all(word in _haystack(entry) for word in f.q.lower().split())

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
+from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.roles import Role, role_required
 from apps.catalog.forms import CatalogFilterForm, SizingForm
@@ -18,9 +19,10 @@ from kaitoweb.htmx import htmx_partial
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @role_required(Role.VIEWER)
 def model_list(request: HttpRequest) -> HttpResponse:
-    form = CatalogFilterForm(request.GET or None)
+    form = CatalogFilterForm(request.GET)
     filters = form.filters()
     entries = catalog_entries(filters)
     query = request.GET.copy()
@@ -41,6 +43,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @role_required(Role.VIEWER)
 def kaito_detail(request: HttpRequest, model_id: str) -> HttpResponse:
     model = get_object_or_404(
