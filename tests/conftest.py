@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,7 +30,7 @@ def client_as(db: None) -> Callable[[Role | None], Client]:
 
     def make(role: Role | None) -> Client:
         name = role.group_name if role else "norole"
-        user = UserFactory(username=f"{name}-user", role=role)
+        user = UserFactory.create(username=f"{name}-user", role=role)
         client = Client()
         client.force_login(user)
         return client
@@ -77,9 +78,20 @@ def celery_worker_process(transactional_db: None, tmp_path: Path) -> Iterator[Pa
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "kaitoweb", "worker",
-                "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-                "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"test-{os.getpid()}@%h",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "kaitoweb",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "-Q",
+                settings.CELERY_TASK_DEFAULT_QUEUE,
+                "-n",
+                f"test-{os.getpid()}@%h",
             ],
             env=_worker_env(),
             stdout=out,
@@ -108,3 +120,48 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float = 30, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.1)
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser_page(live_server: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Playwright page in Debian's Chromium (never a downloaded browser), against the live
+    server. A screenshot of the last state is saved under test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # around it are still plain synchronous calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(15_000)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+            browser.close()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def browser_login(page: Any, live_server: Any, *, username: str, password: str) -> None:
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)

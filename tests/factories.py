@@ -3,16 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 import factory
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from apps.accounts.roles import Role
 from apps.accounts.services import user_grant_role
 from apps.catalog.models import GpuVmSize, KaitoModel
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
-        model = get_user_model()
+        model = User
         django_get_or_create = ("username",)
         skip_postgeneration_save = True
 
@@ -20,12 +20,12 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct-horse-battery")
 
     @factory.post_generation
-    def role(self, create: bool, extracted: Role | None, **kwargs: Any) -> None:
+    def role(obj: User, create: bool, extracted: Role | None, **kwargs: Any) -> None:
         if create and extracted is not None:
-            user_grant_role(user=self, role=extracted)
+            user_grant_role(user=obj, role=extracted)
 
 
-class KaitoModelFactory(factory.django.DjangoModelFactory):
+class KaitoModelFactory(factory.django.DjangoModelFactory[KaitoModel]):
     class Meta:
         model = KaitoModel
 
@@ -40,7 +40,7 @@ class KaitoModelFactory(factory.django.DjangoModelFactory):
     architectures = ["LlamaForCausalLM"]
 
 
-class GpuVmSizeFactory(factory.django.DjangoModelFactory):
+class GpuVmSizeFactory(factory.django.DjangoModelFactory[GpuVmSize]):
     class Meta:
         model = GpuVmSize
 

@@ -11,13 +11,13 @@ os.environ.setdefault("ENCRYPTION_KEYS", "dGVzdC1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3
 os.environ.setdefault("CELERY_QUEUE", f"kaitoweb-test-{os.getpid()}")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
-from kaitoweb.settings import *  # noqa: E402,F403
+from kaitoweb.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 WHITENOISE_USE_FINDERS = True  # serve static files from their sources; no collectstatic in tests
 WHITENOISE_AUTOREFRESH = True
 
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+if str(DATABASES["default"]["ENGINE"]).endswith("sqlite3"):  # noqa: F405
     # A file, not memory, so a Celery worker in another process sees the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-kaitoweb.sqlite3")}  # noqa: F405

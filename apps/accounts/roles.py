@@ -38,12 +38,12 @@ def role_of(user: AbstractBaseUser | AnonymousUser) -> Role | None:
         return None
     if getattr(user, "is_superuser", False):
         return Role.ADMIN
-    cached: Role | None | bool = getattr(user, "_kaitoweb_role", False)
+    cached: Role | bool | None = getattr(user, "_kaitoweb_role", False)
     if cached is not False:
         return cached  # type: ignore[return-value]
-    names = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
+    names = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
     role = max((r for r in Role if r.group_name in names), default=None)
-    user._kaitoweb_role = role  # type: ignore[union-attr]
+    setattr(user, "_kaitoweb_role", role)  # noqa: B010 (a per-request cache on the user)
     return role
 
 
@@ -62,9 +62,7 @@ def role_required(needed: Role) -> Callable[[ViewFunc], ViewFunc]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not has_role(request.user, needed):
-                raise PermissionDenied(
-                    f"This page needs the {needed.label.lower()} role."
-                )
+                raise PermissionDenied(f"This page needs the {needed.label.lower()} role.")
             return view(request, *args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

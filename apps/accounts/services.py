@@ -8,14 +8,15 @@ from django.db import transaction
 
 from apps.accounts.roles import Role
 
-
 # Apps whose models the admin role edits in Django admin; viewers and operators may view them.
 ADMINISTERED_APPS = ("catalog",)
 
 
 def role_permissions_sync(*, using: str = "default") -> None:
     """Give each role group the Django model permissions of its role (idempotent)."""
-    groups = {g.name: g for g in Group.objects.using(using).filter(name__in=[r.group_name for r in Role])}
+    groups = {
+        g.name: g for g in Group.objects.using(using).filter(name__in=[r.group_name for r in Role])
+    }
     if len(groups) < len(Role):
         return  # the groups' migration has not run yet
     perms = Permission.objects.using(using).filter(content_type__app_label__in=ADMINISTERED_APPS)
@@ -42,17 +43,15 @@ def user_grant_role(*, user: AbstractUser, role: Role) -> None:
 
 
 @transaction.atomic
-def admin_create(*, username: str, email: str = "", password: str | None = None) -> tuple[
-    AbstractUser, str | None
-]:
+def admin_create(
+    *, username: str, email: str = "", password: str | None = None
+) -> tuple[AbstractUser, str | None]:
     """Create (or find) the first admin. Returns the user and the generated password, if any.
 
     An existing user keeps its password unless one is given.
     """
     user_model = get_user_model()
-    user, created = user_model.objects.get_or_create(
-        username=username, defaults={"email": email}
-    )
+    user, created = user_model.objects.get_or_create(username=username, defaults={"email": email})
     generated = None
     if password is None and created:
         generated = password = secrets.token_urlsafe(12)

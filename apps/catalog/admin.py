@@ -3,8 +3,7 @@ from __future__ import annotations
 from functools import partial
 
 from django.contrib import admin, messages
-from django.db import transaction
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -16,7 +15,9 @@ from apps.catalog.tasks import catalog_reload
 
 @admin.action(description="Re-seed the whole catalog from the shipped reference data (keeps edits)")
 def reseed_catalog(
-    model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet  # type: ignore[type-arg]
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
 ) -> None:
     transaction.on_commit(partial(catalog_reload.delay, force=False))
     model_admin.message_user(
@@ -31,10 +32,10 @@ class EditedBySeedFilter(admin.SimpleListFilter):
     title = "origin"
     parameter_name = "origin"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("seeded", "Seeded by load_catalog"), ("manual", "Added by an admin")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:  # type: ignore[type-arg]
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "seeded":
             return queryset.exclude(seed={})
         if self.value() == "manual":
@@ -43,14 +44,14 @@ class EditedBySeedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ModelFamily)
-class ModelFamilyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ModelFamilyAdmin(admin.ModelAdmin):
     list_display = ["name", "key", "developer", "strengths"]
     search_fields = ["name", "key", "developer", "strengths"]
     prepopulated_fields = {"key": ["name"]}
 
 
 @admin.register(KaitoModel)
-class KaitoModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class KaitoModelAdmin(admin.ModelAdmin):
     list_display = [
         "model_id",
         "preset_name",
@@ -133,7 +134,7 @@ class KaitoModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(FoundryModel)
-class FoundryModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class FoundryModelAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "provider",
@@ -148,7 +149,13 @@ class FoundryModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ]
     list_editable = ["input_per_1m", "output_per_1m"]
     list_filter = ["lifecycle", "provider", "family", EditedBySeedFilter]
-    search_fields = ["name", "provider", "notes", "kaito_model__model_id", "kaito_model__preset_name"]
+    search_fields = [
+        "name",
+        "provider",
+        "notes",
+        "kaito_model__model_id",
+        "kaito_model__preset_name",
+    ]
     autocomplete_fields = ["kaito_model"]
     list_select_related = ["family", "kaito_model"]
     readonly_fields = ["seed", "updated_at"]
@@ -156,7 +163,7 @@ class FoundryModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(GpuVmSize)
-class GpuVmSizeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class GpuVmSizeAdmin(admin.ModelAdmin):
     list_display = [
         "sku",
         "gpu_model",

@@ -8,7 +8,9 @@ from apps.catalog.models import GpuVmSize, Lifecycle, ModelFamily
 from apps.catalog.selectors import SORTS, CatalogFilters
 from apps.catalog.sizing import DEFAULT_MAX_TOKENS, DEFAULT_UTILIZATION
 
-SORT_CHOICES = [(k, v) for k, v in SORTS.items()] + [(f"-{k}", f"{v} (desc)") for k, v in SORTS.items()]
+SORT_CHOICES = [(k, v) for k, v in SORTS.items()] + [
+    (f"-{k}", f"{v} (desc)") for k, v in SORTS.items()
+]
 
 
 class CatalogFilterForm(forms.Form):
@@ -44,10 +46,12 @@ class CatalogFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["family"].choices = [("", "Any family")] + [
+        family: forms.ChoiceField = self.fields["family"]  # type: ignore[assignment]
+        family.choices = [("", "Any family")] + [
             (f.key, f.name) for f in ModelFamily.objects.all()
         ]
-        self.fields["fits_on"].choices = [("", "Any VM size")] + [
+        fits_on: forms.ChoiceField = self.fields["fits_on"]  # type: ignore[assignment]
+        fits_on.choices = [("", "Any VM size")] + [
             (vm.sku, f"{vm.sku} ({vm.gpu_count}x {vm.gpu_model})")
             for vm in GpuVmSize.objects.filter(gpu_count__gt=0)
         ]

@@ -157,7 +157,10 @@ def read_reference(reference_dir: Path) -> ReferenceData:
 
     kaito_dir = reference_dir / "kaito"
     presets = _preset_index(_read_yaml(kaito_dir / "supported_models.yaml") or {})
-    for filename, source in (("model_catalog.yaml", "catalog"), ("model_catalog_extra.yaml", "extra")):
+    for filename, source in (
+        ("model_catalog.yaml", "catalog"),
+        ("model_catalog_extra.yaml", "extra"),
+    ):
         catalog = _read_yaml(kaito_dir / filename) or {}
         for entry in catalog.get("models") or []:
             preset = presets.get(str(entry.get("name", "")).lower())

@@ -135,13 +135,16 @@ def _matches(entry: CatalogEntry, f: CatalogFilters, fits_vm: VmSpec | None) -> 
         return False
     if f.lifecycle and entry.lifecycle != f.lifecycle:
         return False
-    if f.fits_on:
-        # "fits on" a VM size: on one node of it, at KAITO's default context
-        if km is None or fits_vm is None or not size_on(km.sizing_spec(), fits_vm, nodes=1).fits:
-            return False
+    if f.fits_on and not _fits_one_node(km, fits_vm):
+        return False
     if f.q:
         return all(word in _haystack(entry) for word in f.q.lower().split())
     return True
+
+
+def _fits_one_node(km: KaitoModel | None, vm: VmSpec | None) -> bool:
+    """"Fits on" a VM size: on one node of it, at KAITO's default context."""
+    return km is not None and vm is not None and size_on(km.sizing_spec(), vm, nodes=1).fits
 
 
 def _haystack(entry: CatalogEntry) -> str:
@@ -236,9 +239,7 @@ def price_comparisons(
         if fm.input_per_1m is None or fm.output_per_1m is None:
             continue
         blended = (fm.input_per_1m + fm.output_per_1m) / 2
-        breakeven = (
-            cheapest.price_per_month / float(blended) * 1_000_000 if blended > 0 else None
-        )
+        breakeven = cheapest.price_per_month / float(blended) * 1_000_000 if blended > 0 else None
         out.append(PriceComparison(fm, cheapest.price_per_month, blended, breakeven))
     return out
 

@@ -63,9 +63,9 @@ def _upsert(
     A field counts as edited by an admin when its value differs from the seed last written;
     such a field keeps its value unless `force`.
     """
-    obj = model.objects.filter(**lookup).first()
+    obj = model._default_manager.filter(**lookup).first()
     seed = {
-        name: _seedable(model._meta.get_field(name).to_python(value))
+        name: _seedable(model._meta.get_field(name).to_python(value))  # type: ignore[union-attr]
         for name, value in values.items()
     }
     if obj is None:

@@ -79,7 +79,9 @@ def test_the_page_shows_the_users_role_and_only_admins_see_the_admin_link(
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.OPERATOR])
-def test_only_admins_reach_django_admin(client_as: ClientAs, catalog: LoadReport, role: Role) -> None:
+def test_only_admins_reach_django_admin(
+    client_as: ClientAs, catalog: LoadReport, role: Role
+) -> None:
     response = client_as(role).get(reverse("admin:catalog_gpuvmsize_changelist"))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]

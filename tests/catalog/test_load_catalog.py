@@ -135,7 +135,7 @@ def test_a_new_seed_value_updates_fields_no_admin_touched(tmp_path: Path) -> Non
 
 
 def test_models_an_admin_added_are_left_alone(catalog: LoadReport) -> None:
-    custom = KaitoModelFactory(model_id="bigscience/bloomz-560m", weights_gib=1.04)
+    custom = KaitoModelFactory.create(model_id="bigscience/bloomz-560m", weights_gib=1.04)
     load("--force")
     custom.refresh_from_db()
     assert custom.source == "custom"
@@ -148,8 +148,12 @@ def test_a_broken_reference_file_changes_nothing(tmp_path: Path, catalog: LoadRe
     skus = reference / "azure" / "gpu_skus.yaml"
     skus.write_text(skus.read_text().replace("price_per_hour: 3.673", "price_per_hour: 3.99"))
     catalog_file = reference / "kaito" / "model_catalog.yaml"
-    catalog_file.write_text(catalog_file.read_text().replace("modelFileSize: 7.15Gi", "modelFileSize: big"))
-    with pytest.raises(CommandError, match=r"model_catalog.yaml: model microsoft/Phi-4-mini-instruct"):
+    catalog_file.write_text(
+        catalog_file.read_text().replace("modelFileSize: 7.15Gi", "modelFileSize: big")
+    )
+    with pytest.raises(
+        CommandError, match=r"model_catalog.yaml: model microsoft/Phi-4-mini-instruct"
+    ):
         load("--reference-dir", str(reference))
     assert GpuVmSize.objects.get(sku="Standard_NC24ads_A100_v4").price_per_hour == Decimal("3.673")
 

@@ -5,118 +5,375 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='GpuVmSize',
+            name="GpuVmSize",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seed', models.JSONField(blank=True, default=dict, editable=False, help_text='Values as load_catalog last wrote them (tells admin edits apart).')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('sku', models.CharField(max_length=60, unique=True, verbose_name='VM size')),
-                ('arm_name', models.CharField(blank=True, help_text='Where Azure spells it otherwise.', max_length=60, verbose_name='Azure ARM name')),
-                ('gpu_model', models.CharField(blank=True, max_length=60)),
-                ('gpu_count', models.PositiveSmallIntegerField(default=0)),
-                ('gpu_memory_gib', models.FloatField(default=0, verbose_name='GPU memory (GiB, whole VM)')),
-                ('cuda_cc', models.FloatField(blank=True, null=True, verbose_name='CUDA compute capability')),
-                ('nvme', models.BooleanField(default=False, verbose_name='local NVMe')),
-                ('price_per_hour', models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True, verbose_name='$/hour')),
-                ('price_confidence', models.CharField(choices=[('high', 'High (several public sources agree)'), ('low', 'Low (one source or an estimate)'), ('none', 'None (no public price)')], default='none', max_length=8)),
-                ('price_as_of', models.DateField(blank=True, null=True)),
-                ('region', models.CharField(default='eastus', max_length=40)),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('notes', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "seed",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        editable=False,
+                        help_text="Values as load_catalog last wrote them (tells admin edits apart).",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("sku", models.CharField(max_length=60, unique=True, verbose_name="VM size")),
+                (
+                    "arm_name",
+                    models.CharField(
+                        blank=True,
+                        help_text="Where Azure spells it otherwise.",
+                        max_length=60,
+                        verbose_name="Azure ARM name",
+                    ),
+                ),
+                ("gpu_model", models.CharField(blank=True, max_length=60)),
+                ("gpu_count", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "gpu_memory_gib",
+                    models.FloatField(default=0, verbose_name="GPU memory (GiB, whole VM)"),
+                ),
+                (
+                    "cuda_cc",
+                    models.FloatField(
+                        blank=True, null=True, verbose_name="CUDA compute capability"
+                    ),
+                ),
+                ("nvme", models.BooleanField(default=False, verbose_name="local NVMe")),
+                (
+                    "price_per_hour",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=4,
+                        max_digits=10,
+                        null=True,
+                        verbose_name="$/hour",
+                    ),
+                ),
+                (
+                    "price_confidence",
+                    models.CharField(
+                        choices=[
+                            ("high", "High (several public sources agree)"),
+                            ("low", "Low (one source or an estimate)"),
+                            ("none", "None (no public price)"),
+                        ],
+                        default="none",
+                        max_length=8,
+                    ),
+                ),
+                ("price_as_of", models.DateField(blank=True, null=True)),
+                ("region", models.CharField(default="eastus", max_length=40)),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("notes", models.TextField(blank=True)),
             ],
             options={
-                'verbose_name': 'GPU VM size',
-                'ordering': ['gpu_count', 'gpu_memory_gib', 'sku'],
+                "verbose_name": "GPU VM size",
+                "ordering": ["gpu_count", "gpu_memory_gib", "sku"],
             },
         ),
         migrations.CreateModel(
-            name='ModelFamily',
+            name="ModelFamily",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seed', models.JSONField(blank=True, default=dict, editable=False, help_text='Values as load_catalog last wrote them (tells admin edits apart).')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('key', models.SlugField(max_length=40, unique=True)),
-                ('name', models.CharField(max_length=80)),
-                ('developer', models.CharField(blank=True, max_length=120)),
-                ('strengths', models.TextField(blank=True, help_text='What this family is good for.')),
-                ('notes', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "seed",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        editable=False,
+                        help_text="Values as load_catalog last wrote them (tells admin edits apart).",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("key", models.SlugField(max_length=40, unique=True)),
+                ("name", models.CharField(max_length=80)),
+                ("developer", models.CharField(blank=True, max_length=120)),
+                (
+                    "strengths",
+                    models.TextField(blank=True, help_text="What this family is good for."),
+                ),
+                ("notes", models.TextField(blank=True)),
             ],
             options={
-                'verbose_name_plural': 'model families',
-                'ordering': ['name'],
+                "verbose_name_plural": "model families",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='KaitoModel',
+            name="KaitoModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seed', models.JSONField(blank=True, default=dict, editable=False, help_text='Values as load_catalog last wrote them (tells admin edits apart).')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('model_id', models.CharField(help_text='org/name on Hugging Face; also a valid inference.preset.name since KAITO v0.9.', max_length=200, unique=True, verbose_name='Hugging Face id')),
-                ('preset_name', models.CharField(blank=True, help_text="KAITO's short preset name (e.g. phi-4-mini-instruct), an alias of the id.", max_length=100, null=True, unique=True, verbose_name='legacy preset name')),
-                ('source', models.CharField(choices=[('catalog', 'KAITO model catalog'), ('extra', 'KAITO preset (facts compiled from Hugging Face)'), ('custom', 'Added by an admin (best-effort Hugging Face model)')], default='custom', max_length=10)),
-                ('lifecycle', models.CharField(choices=[('ga', 'GA'), ('preview', 'Preview'), ('deprecated', 'Deprecated'), ('retired', 'Retired')], default='ga', max_length=12)),
-                ('description_url', models.URLField(blank=True)),
-                ('version_url', models.URLField(blank=True, help_text='The pinned Hugging Face commit.')),
-                ('license', models.CharField(blank=True, max_length=80)),
-                ('pipeline_tag', models.CharField(blank=True, max_length=60)),
-                ('architectures', models.JSONField(blank=True, default=list)),
-                ('weights_gib', models.FloatField(verbose_name='weight size (GiB)')),
-                ('token_limit', models.PositiveIntegerField(verbose_name='context length (tokens)')),
-                ('hidden_size', models.PositiveIntegerField()),
-                ('num_hidden_layers', models.PositiveIntegerField()),
-                ('num_attention_heads', models.PositiveIntegerField()),
-                ('num_kv_heads', models.PositiveIntegerField(blank=True, null=True, verbose_name='KV heads')),
-                ('head_dim', models.PositiveIntegerField(blank=True, null=True)),
-                ('kv_lora_rank', models.PositiveIntegerField(blank=True, help_text='Multi-latent attention (DeepSeek style).', null=True, verbose_name='KV LoRA rank')),
-                ('qk_rope_head_dim', models.PositiveIntegerField(blank=True, null=True)),
-                ('quant_method', models.CharField(blank=True, max_length=40, verbose_name='quantization')),
-                ('quant_bits', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('transformers_runtime', models.BooleanField(default=False, help_text='KAITO ships an image with the transformers runtime too (annotation kaito.sh/runtime: transformers); every model runs on vLLM.')),
-                ('download_at_runtime', models.BooleanField(default=True, help_text='Weights are downloaded from Hugging Face when the pod starts.')),
-                ('download_auth_required', models.BooleanField(default=False, help_text='KAITO requires presetOptions.modelAccessSecret (an HF_TOKEN secret).')),
-                ('gated', models.BooleanField(default=False, help_text='Hugging Face needs an accepted licence and a token.')),
-                ('image_tag', models.CharField(blank=True, max_length=40)),
-                ('notes', models.TextField(blank=True)),
-                ('family', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='kaito_models', to='catalog.modelfamily')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "seed",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        editable=False,
+                        help_text="Values as load_catalog last wrote them (tells admin edits apart).",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "model_id",
+                    models.CharField(
+                        help_text="org/name on Hugging Face; also a valid inference.preset.name since KAITO v0.9.",
+                        max_length=200,
+                        unique=True,
+                        verbose_name="Hugging Face id",
+                    ),
+                ),
+                (
+                    "preset_name",
+                    models.CharField(
+                        blank=True,
+                        help_text="KAITO's short preset name (e.g. phi-4-mini-instruct), an alias of the id.",
+                        max_length=100,
+                        null=True,
+                        unique=True,
+                        verbose_name="legacy preset name",
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("catalog", "KAITO model catalog"),
+                            ("extra", "KAITO preset (facts compiled from Hugging Face)"),
+                            ("custom", "Added by an admin (best-effort Hugging Face model)"),
+                        ],
+                        default="custom",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "lifecycle",
+                    models.CharField(
+                        choices=[
+                            ("ga", "GA"),
+                            ("preview", "Preview"),
+                            ("deprecated", "Deprecated"),
+                            ("retired", "Retired"),
+                        ],
+                        default="ga",
+                        max_length=12,
+                    ),
+                ),
+                ("description_url", models.URLField(blank=True)),
+                (
+                    "version_url",
+                    models.URLField(blank=True, help_text="The pinned Hugging Face commit."),
+                ),
+                ("license", models.CharField(blank=True, max_length=80)),
+                ("pipeline_tag", models.CharField(blank=True, max_length=60)),
+                ("architectures", models.JSONField(blank=True, default=list)),
+                ("weights_gib", models.FloatField(verbose_name="weight size (GiB)")),
+                (
+                    "token_limit",
+                    models.PositiveIntegerField(verbose_name="context length (tokens)"),
+                ),
+                ("hidden_size", models.PositiveIntegerField()),
+                ("num_hidden_layers", models.PositiveIntegerField()),
+                ("num_attention_heads", models.PositiveIntegerField()),
+                (
+                    "num_kv_heads",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="KV heads"),
+                ),
+                ("head_dim", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "kv_lora_rank",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Multi-latent attention (DeepSeek style).",
+                        null=True,
+                        verbose_name="KV LoRA rank",
+                    ),
+                ),
+                ("qk_rope_head_dim", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "quant_method",
+                    models.CharField(blank=True, max_length=40, verbose_name="quantization"),
+                ),
+                ("quant_bits", models.PositiveSmallIntegerField(blank=True, null=True)),
+                (
+                    "transformers_runtime",
+                    models.BooleanField(
+                        default=False,
+                        help_text="KAITO ships an image with the transformers runtime too (annotation kaito.sh/runtime: transformers); every model runs on vLLM.",
+                    ),
+                ),
+                (
+                    "download_at_runtime",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Weights are downloaded from Hugging Face when the pod starts.",
+                    ),
+                ),
+                (
+                    "download_auth_required",
+                    models.BooleanField(
+                        default=False,
+                        help_text="KAITO requires presetOptions.modelAccessSecret (an HF_TOKEN secret).",
+                    ),
+                ),
+                (
+                    "gated",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Hugging Face needs an accepted licence and a token.",
+                    ),
+                ),
+                ("image_tag", models.CharField(blank=True, max_length=40)),
+                ("notes", models.TextField(blank=True)),
+                (
+                    "family",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="kaito_models",
+                        to="catalog.modelfamily",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'KAITO model',
-                'ordering': ['model_id'],
+                "verbose_name": "KAITO model",
+                "ordering": ["model_id"],
             },
         ),
         migrations.CreateModel(
-            name='FoundryModel',
+            name="FoundryModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seed', models.JSONField(blank=True, default=dict, editable=False, help_text='Values as load_catalog last wrote them (tells admin edits apart).')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text='Model / deployment name in Foundry.', max_length=120, unique=True)),
-                ('provider', models.CharField(max_length=120)),
-                ('input_per_1m', models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True, verbose_name='input $/1M tokens')),
-                ('output_per_1m', models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True, verbose_name='output $/1M tokens')),
-                ('data_zone_factor', models.DecimalField(blank=True, decimal_places=3, help_text='Multiplier on the Global price for Data Zone deployments.', max_digits=5, null=True, verbose_name='Data Zone price factor')),
-                ('regional_factor', models.DecimalField(blank=True, decimal_places=3, help_text='Multiplier for Regional (Standard) deployments; per model, often unknown.', max_digits=5, null=True, verbose_name='Regional price factor')),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('price_as_of', models.DateField(blank=True, null=True)),
-                ('lifecycle', models.CharField(choices=[('ga', 'GA'), ('preview', 'Preview'), ('deprecated', 'Deprecated'), ('retired', 'Retired')], default='ga', max_length=12)),
-                ('deprecated_on', models.DateField(blank=True, null=True)),
-                ('retired_on', models.DateField(blank=True, null=True)),
-                ('notes', models.TextField(blank=True)),
-                ('kaito_model', models.ForeignKey(blank=True, help_text='The KAITO preset of the same model, where one exists.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='foundry_models', to='catalog.kaitomodel')),
-                ('family', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='foundry_models', to='catalog.modelfamily')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "seed",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        editable=False,
+                        help_text="Values as load_catalog last wrote them (tells admin edits apart).",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Model / deployment name in Foundry.", max_length=120, unique=True
+                    ),
+                ),
+                ("provider", models.CharField(max_length=120)),
+                (
+                    "input_per_1m",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=4,
+                        max_digits=10,
+                        null=True,
+                        verbose_name="input $/1M tokens",
+                    ),
+                ),
+                (
+                    "output_per_1m",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=4,
+                        max_digits=10,
+                        null=True,
+                        verbose_name="output $/1M tokens",
+                    ),
+                ),
+                (
+                    "data_zone_factor",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=3,
+                        help_text="Multiplier on the Global price for Data Zone deployments.",
+                        max_digits=5,
+                        null=True,
+                        verbose_name="Data Zone price factor",
+                    ),
+                ),
+                (
+                    "regional_factor",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=3,
+                        help_text="Multiplier for Regional (Standard) deployments; per model, often unknown.",
+                        max_digits=5,
+                        null=True,
+                        verbose_name="Regional price factor",
+                    ),
+                ),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("price_as_of", models.DateField(blank=True, null=True)),
+                (
+                    "lifecycle",
+                    models.CharField(
+                        choices=[
+                            ("ga", "GA"),
+                            ("preview", "Preview"),
+                            ("deprecated", "Deprecated"),
+                            ("retired", "Retired"),
+                        ],
+                        default="ga",
+                        max_length=12,
+                    ),
+                ),
+                ("deprecated_on", models.DateField(blank=True, null=True)),
+                ("retired_on", models.DateField(blank=True, null=True)),
+                ("notes", models.TextField(blank=True)),
+                (
+                    "kaito_model",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The KAITO preset of the same model, where one exists.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="foundry_models",
+                        to="catalog.kaitomodel",
+                    ),
+                ),
+                (
+                    "family",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="foundry_models",
+                        to="catalog.modelfamily",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Foundry model',
-                'ordering': ['name'],
+                "verbose_name": "Foundry model",
+                "ordering": ["name"],
             },
         ),
     ]
