@@ -130,6 +130,7 @@ CHROMIUM = "/usr/bin/chromium"
 def browser_page(live_server: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A Playwright page in Debian's Chromium (never a downloaded browser), against the live
     server. A screenshot of the last state is saved under test-artifacts/."""
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
@@ -156,6 +157,9 @@ def browser_page(live_server: Any, request: pytest.FixtureRequest) -> Iterator[A
         finally:
             page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
             browser.close()
+            # While Playwright's loop runs, Django keeps this thread's connections in a context
+            # of their own; close them here, or they outlive the test and hold the database.
+            connections.close_all()
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 

@@ -21,3 +21,6 @@ WHITENOISE_AUTOREFRESH = True
 if str(DATABASES["default"]["ENGINE"]).endswith("sqlite3"):  # noqa: F405
     # A file, not memory, so a Celery worker in another process sees the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-kaitoweb.sqlite3")}  # noqa: F405
+# Close each connection at the end of its request: the live server's keep-alive threads must
+# not hold the test database open when it is dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -29,13 +29,18 @@ def role_permissions_sync(*, using: str = "default") -> None:
     groups[Role.ADMIN.group_name].permissions.set([*perms, *user_admin])
 
 
+def role_groups_ensure() -> dict[str, Group]:
+    """The role groups by name, made (with their permissions) if someone deleted them."""
+    groups = {r.group_name: Group.objects.get_or_create(name=r.group_name)[0] for r in Role}
+    if any(not g.permissions.exists() for g in groups.values()):
+        role_permissions_sync()
+    return groups
+
+
 @transaction.atomic
 def user_grant_role(*, user: AbstractUser, role: Role) -> None:
     """Put the user in exactly one role group; admins also get Django admin access."""
-    groups = {g.name: g for g in Group.objects.filter(name__in=[r.group_name for r in Role])}
-    missing = [r.group_name for r in Role if r.group_name not in groups]
-    if missing:
-        raise RuntimeError(f"role groups missing ({', '.join(missing)}): run manage.py migrate")
+    groups = role_groups_ensure()
     user.groups.remove(*groups.values())
     user.groups.add(groups[role.group_name])
     user.is_staff = role is Role.ADMIN
