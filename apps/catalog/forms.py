@@ -47,9 +47,7 @@ class CatalogFilterForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         family: forms.ChoiceField = self.fields["family"]  # type: ignore[assignment]
-        family.choices = [("", "Any family")] + [
-            (f.key, f.name) for f in ModelFamily.objects.all()
-        ]
+        family.choices = [("", "Any family")] + [(f.key, f.name) for f in ModelFamily.objects.all()]
         fits_on: forms.ChoiceField = self.fields["fits_on"]  # type: ignore[assignment]
         fits_on.choices = [("", "Any VM size")] + [
             (vm.sku, f"{vm.sku} ({vm.gpu_count}x {vm.gpu_model})")

@@ -143,7 +143,7 @@ def _matches(entry: CatalogEntry, f: CatalogFilters, fits_vm: VmSpec | None) -> 
 
 
 def _fits_one_node(km: KaitoModel | None, vm: VmSpec | None) -> bool:
-    """"Fits on" a VM size: on one node of it, at KAITO's default context."""
+    """Whether the model "fits on" a VM size: on one node of it, at KAITO's default context."""
     return km is not None and vm is not None and size_on(km.sizing_spec(), vm, nodes=1).fits
 
 
