@@ -31,5 +31,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(f"Admin created: {user.username} / password: {generated}")
             )
+        elif options["password"] is not None:
+            self.stdout.write(f"Admin ready: {user.username} (password set as given)")
         else:
-            self.stdout.write(f"Admin ready: {user.username} (password unchanged unless given)")
+            self.stdout.write(f"Admin ready: {user.username} (existing password kept)")
