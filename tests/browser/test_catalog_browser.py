@@ -48,7 +48,7 @@ def test_a_viewer_filters_and_sorts_the_catalog_without_a_page_reload(
     )
     page.click("th a:has-text('Context')")
     page.wait_for_url("**sort=context**")
-    page.wait_for_selector("th[aria-sort=ascending]")
+    page.wait_for_selector("th[aria-sort=ascending]:has-text('Context')")
     contexts = rows.evaluate_all(
         "rs => rs.map(r => parseInt(r.children[4].textContent.replace(/,/g, '')))"
     )
