@@ -17,6 +17,7 @@ import requests
 from kubernetes import client, config
 
 from kaitosim.server import SimulatorHandle, start
+from tests.kaitosim.loop_thread import LoopThread
 
 KUBECTL = "/usr/bin/kubectl"
 TEST_SPEED = 1000.0
@@ -207,3 +208,11 @@ def raw_request(
 
 def path_of(p: Path | str) -> str:
     return str(p)
+
+
+@pytest.fixture(scope="module")
+def loop_thread() -> Iterator[LoopThread]:
+    """A background event loop for the inference and Foundry servers a test module starts."""
+    thread = LoopThread()
+    yield thread
+    thread.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -23,34 +21,11 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from kaitosim import latency
 from kaitosim.foundry import FoundryServer, start_foundry_server
+from tests.kaitosim.loop_thread import LoopThread
 
 T = TypeVar("T")
 KEY = "test-key"
 API = "2024-05-01-preview"
-
-
-class LoopThread:
-    """An asyncio loop in a background thread, where the simulated servers run."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 def start(loop_thread: LoopThread, **options: Any) -> FoundryServer:
