@@ -16,9 +16,15 @@ app.autodiscover_tasks()
 
 @app.on_configure.connect
 def _make_broker_folders(sender: Celery, **kwargs: object) -> None:
-    """The serverless default broker keeps messages in folders; make sure they exist."""
-    options = sender.conf.broker_transport_options or {}
-    if str(sender.conf.broker_url).startswith("filesystem://"):
+    """The serverless default broker keeps messages in folders; make sure they exist.
+
+    Reads Django's settings, not `sender.conf`: touching the app's configuration while it is
+    being configured would configure it again, recursively.
+    """
+    from django.conf import settings
+
+    if str(settings.CELERY_BROKER_URL).startswith("filesystem://"):
+        options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
         for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             if options.get(key):
-                Path(options[key]).mkdir(parents=True, exist_ok=True)
+                Path(str(options[key])).mkdir(parents=True, exist_ok=True)
