@@ -79,6 +79,10 @@ INSTALLED_APPS = [
     "django_htmx",
     "apps.accounts",
     "apps.catalog",
+    "apps.audit",
+    "apps.clusters",
+    "apps.deployments",
+    "apps.playground",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +122,7 @@ DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -188,6 +193,15 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    # Brings every active deployment up to date from its cluster and takes over launches,
+    # teardowns and follows that a dead worker left unfinished (apps/deployments/services.py).
+    "deployments-reconcile": {
+        "task": "apps.deployments.tasks.deployments_reconcile",
+        "schedule": float(env_int("DEPLOYMENTS_RECONCILE_SECONDS", 15)),
+        "options": {"expires": 60},
+    },
+}
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)

@@ -9,4 +9,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("catalog/", include("apps.catalog.urls")),
+    path("clusters/", include("apps.clusters.urls")),
+    path("deployments/", include("apps.deployments.urls")),
+    path("audit/", include("apps.audit.urls")),
+    path("playground/", include("apps.playground.urls")),
 ]

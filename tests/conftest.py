@@ -169,3 +169,129 @@ def browser_login(page: Any, live_server: Any, *, username: str, password: str) 
     page.fill("input[name=password]", password)
     page.click("button[type=submit], input[type=submit]")
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
+
+
+# --------------------------------------------------------------------- clusters and deployments
+KAITOSIM_TEST_SPEED = 1000.0
+
+
+@pytest.fixture(scope="session")
+def kaitosim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The KAITO simulator over real HTTPS at 1000x (a 16-minute AKS cold start in ~1 s)."""
+    from kaitosim.server import start
+
+    handle = start(
+        port=0,
+        foundry_port=0,
+        speed=KAITOSIM_TEST_SPEED,
+        state_dir=tmp_path_factory.mktemp("kaitosim-app"),
+        start_foundry=False,
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def cluster(db: None, kaitosim: Any) -> Any:
+    """A Cluster row for the simulator (admin context), with a namespace of the test's own."""
+    import uuid
+
+    from apps.clusters.services import cluster_create
+
+    return cluster_create(
+        name=f"sim-{uuid.uuid4().hex[:6]}",
+        kubeconfig=kaitosim.kubeconfig_path.read_text(),
+        context="kaitosim",
+        default_namespace=f"t-{uuid.uuid4().hex[:8]}",
+        region="eastus",
+        clock_speed=kaitosim.speed,
+    )
+
+
+class CeleryWorker:
+    """A Celery worker process a test can kill (SIGKILL, as a crash) and start again."""
+
+    def __init__(self, log: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log, self.args, self.env = log, args, env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CeleryWorker:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=settings.BASE_DIR,
+            )
+        deadline = time.monotonic() + 60
+        while b" ready." not in self.log.read_bytes()[offset:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Celery worker did not start:\n" + self.log.read_text()[-3000:])
+            time.sleep(0.2)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, unacknowledged messages stay unacknowledged."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def celery_worker_factory(
+    transactional_db: None, tmp_path: Path
+) -> Iterator[Callable[..., CeleryWorker]]:
+    """Start real Celery workers on the test database and broker, with extra environment
+    (e.g. DEPLOYMENTS_FOLLOW_SECONDS) and a pool of choice. All are stopped afterwards."""
+    workers: list[CeleryWorker] = []
+
+    def make(
+        *,
+        pool: str = "solo",
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> CeleryWorker:
+        index = len(workers)
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "kaitoweb",
+            "worker",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-Q",
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "-n",
+            f"test-{os.getpid()}-{index}@%h",
+        ]
+        worker = CeleryWorker(
+            tmp_path / f"celery-worker-{index}.log", args, {**_worker_env(), **(env or {})}
+        )
+        workers.append(worker)
+        return worker.start() if start else worker
+
+    try:
+        yield make
+    finally:
+        for worker in workers:
+            worker.stop()

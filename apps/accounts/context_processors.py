@@ -10,6 +10,10 @@ from apps.accounts.roles import Role, role_of
 # (label, url name, the first path segment that marks the item active, least role)
 NAVIGATION: list[tuple[str, str, str, Role]] = [
     ("Catalog", "catalog:model_list", "catalog", Role.VIEWER),
+    ("Deployments", "deployments:list", "deployments", Role.VIEWER),
+    ("Clusters", "clusters:list", "clusters", Role.VIEWER),
+    ("Audit log", "audit:list", "audit", Role.VIEWER),
+    ("Playground", "playground:home", "playground", Role.VIEWER),
 ]
 
 

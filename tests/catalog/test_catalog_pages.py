@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
+from apps.accounts.roles import Role
 from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel
 from apps.catalog.services import LoadReport
 
@@ -179,3 +181,13 @@ def test_a_foundry_model_page_shows_prices_per_deployment_type(
 
 def test_an_unknown_model_is_a_404(viewer_client: Client, catalog: LoadReport) -> None:
     assert viewer_client.get(reverse("catalog:kaito_detail", args=["no/such"])).status_code == 404
+
+
+def test_operators_get_a_launch_button_on_the_model_page_and_viewers_do_not(
+    client_as: Callable[[Role | None], Client], catalog: LoadReport
+) -> None:
+    model = KaitoModel.objects.get(preset_name="phi-4-mini-instruct")
+    operator_html = client_as(Role.OPERATOR).get(model.get_absolute_url()).content.decode()
+    viewer_html = client_as(Role.VIEWER).get(model.get_absolute_url()).content.decode()
+    assert "/deployments/new/?model=microsoft/Phi-4-mini-instruct" in operator_html
+    assert 'id="launch-on-kaito"' not in viewer_html

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from django import forms
+
+from apps.catalog.models import GpuVmSize
+from apps.playground.models import ABRun, Target
+from apps.playground.tasks import MAX_RUN_TIMEOUT_S
+
+
+class VmSizeChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: GpuVmSize) -> str:
+        price = f"${obj.price_per_hour}/h" if obj.price_per_hour is not None else "no price"
+        return f"{obj.sku} ({obj.gpu_count}x {obj.gpu_model}, {price})"
+
+
+class TargetChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Target) -> str:
+        return f"{obj.name} · {obj.get_kind_display()}"
+
+
+class TargetForm(forms.ModelForm):
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Encrypted at rest. Leave empty to keep the stored key.",
+    )
+
+    class Meta:
+        model = Target
+        fields = [
+            "name",
+            "kind",
+            "endpoint_url",
+            "model_name",
+            "auth",
+            "api_key",
+            "api_version",
+            "ca_certificate",
+            "deployment_type",
+            "region",
+            "foundry_model",
+            "kaito_model",
+            "cost_basis",
+            "input_per_1m",
+            "output_per_1m",
+            "price_factor",
+            "vm_size",
+            "price_per_hour",
+            "node_count",
+            "processing_scope",
+            "data_leaves_network",
+            "abuse_monitoring_exempt",
+            "provider_retention",
+            "certifications",
+            "model_license",
+            "compliance_notes",
+        ]
+        field_classes = {"vm_size": VmSizeChoiceField}
+        widgets = {
+            "ca_certificate": forms.Textarea(
+                attrs={"rows": 3, "class": "mono", "placeholder": "-----BEGIN CERTIFICATE-----"}
+            ),
+            "provider_retention": forms.Textarea(attrs={"rows": 3}),
+            "certifications": forms.Textarea(attrs={"rows": 2}),
+            "compliance_notes": forms.Textarea(attrs={"rows": 2}),
+        }
+
+    GROUPS = {
+        "Endpoint": [
+            "name",
+            "kind",
+            "endpoint_url",
+            "model_name",
+            "auth",
+            "api_key",
+            "api_version",
+            "ca_certificate",
+        ],
+        "Where it runs": ["deployment_type", "region", "foundry_model", "kaito_model"],
+        "Cost basis": [
+            "cost_basis",
+            "input_per_1m",
+            "output_per_1m",
+            "price_factor",
+            "vm_size",
+            "price_per_hour",
+            "node_count",
+        ],
+        "Compliance profile": [
+            "processing_scope",
+            "data_leaves_network",
+            "abuse_monitoring_exempt",
+            "provider_retention",
+            "certifications",
+            "model_license",
+            "compliance_notes",
+        ],
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint_url"].widget.attrs["placeholder"] = "https://…"
+        vm: forms.ModelChoiceField = self.fields["vm_size"]  # type: ignore[assignment]
+        vm.queryset = GpuVmSize.objects.filter(gpu_count__gt=0)
+        if self.instance.pk and self.instance.api_key:
+            self.fields["api_key"].help_text = "A key is stored, encrypted. Leave empty to keep it."
+
+    def groups(self) -> list[tuple[str, list[forms.BoundField]]]:
+        return [(title, [self[name] for name in names]) for title, names in self.GROUPS.items()]
+
+    def clean_api_key(self) -> str:
+        key = str(self.cleaned_data.get("api_key") or "")
+        # An empty field keeps the stored key (the page never shows it back).
+        return key or (self.instance.api_key if self.instance.pk else "") or ""
+
+    def clean_ca_certificate(self) -> str:
+        pem = str(self.cleaned_data.get("ca_certificate") or "").strip()
+        if pem:
+            try:
+                ssl.create_default_context(cadata=pem)
+            except (ssl.SSLError, ValueError):
+                raise forms.ValidationError("Not a PEM certificate this server can read.") from None
+        return pem
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if data.get("auth") == Target.Auth.API_KEY and not data.get("api_key"):
+            self.add_error("api_key", "Enter the API key (or pick another authentication).")
+        if kind in Target.FOUNDRY_KINDS and not data.get("model_name"):
+            self.add_error("model_name", "Foundry needs the deployment name.")
+        if kind == Target.Kind.KAITO_VLLM and not data.get("model_name"):
+            self.add_error("model_name", "vLLM needs the served model name.")
+        if data.get("auth") == Target.Auth.ENTRA_ID and kind not in Target.FOUNDRY_KINDS:
+            self.add_error("auth", "Entra ID is for Foundry targets.")
+        return data
+
+
+class PlaygroundForm(forms.Form):
+    target_a = TargetChoiceField(queryset=Target.objects.order_by("name"), label="Target A")
+    target_b = TargetChoiceField(queryset=Target.objects.order_by("name"), label="Target B")
+    system_prompt = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), label="System prompt"
+    )
+    prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}))
+    max_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=256)
+    temperature = forms.FloatField(
+        required=False, min_value=0, max_value=2, initial=0.7, help_text="Empty: the server's."
+    )
+    top_p = forms.FloatField(
+        required=False, min_value=0.01, max_value=1, label="top_p", help_text="Empty: the server's."
+    )
+    seed = forms.IntegerField(required=False, min_value=0, help_text="Not sent to /chat.")
+    timeout_s = forms.FloatField(
+        min_value=1, max_value=MAX_RUN_TIMEOUT_S, initial=60, label="Timeout (s)"
+    )
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Saved with the run.",
+    )
+
+    @classmethod
+    def initial_from_run(cls, run: ABRun) -> dict[str, Any]:
+        samples = {s.side: s for s in run.samples.all()}
+        return {
+            "target_a": samples["a"].target if "a" in samples else None,
+            "target_b": samples["b"].target if "b" in samples else None,
+            "system_prompt": run.system_prompt,
+            "prompt": run.prompt,
+            "max_tokens": run.max_tokens,
+            "temperature": run.temperature,
+            "top_p": run.top_p,
+            "seed": run.seed,
+            "timeout_s": run.timeout_s,
+            "note": run.note,
+        }
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))

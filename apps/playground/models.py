@@ -1,0 +1,402 @@
+"""Targets (where to send a prompt), A/B runs and their samples (one measured request each).
+
+A Target is reached today by a direct URL, whatever its kind. The seam for KAITO deployments made
+by kaitoweb itself: add ``deployment = ForeignKey("deployments.Deployment", null=True, ...)`` and
+let `Target.endpoint_url_resolved` prefer the deployment's service URL when it is set; ``kind``
+already says which wire format to speak, and the cost basis (VM size, nodes) can be read from the
+deployment the same way. Nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+
+from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel
+from apps.playground import clients
+from apps.playground.costs import CostBasis
+from kaitoweb.secrets import EncryptedTextField
+
+
+def validate_endpoint_url(value: str) -> None:
+    """http(s) and a host. Unlike URLField, a bare in-cluster service name (http://phi-4) is
+    fine: Kubernetes DNS resolves it inside the namespace."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Enter an http:// or https:// URL with a host name.")
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return
+    if address.is_link_local:
+        # 169.254.169.254 and the like: a cloud's instance metadata, never an inference endpoint
+        raise ValidationError("A link-local address (instance metadata) is not an endpoint.")
+
+
+class Target(models.Model):
+    class Kind(models.TextChoices):
+        FOUNDRY_OPENAI = clients.FOUNDRY_OPENAI, "Foundry: OpenAI v1 API"
+        FOUNDRY_INFERENCE = clients.FOUNDRY_INFERENCE, "Foundry: Azure AI Model Inference API"
+        KAITO_VLLM = clients.KAITO_VLLM, "KAITO: vLLM endpoint"
+        KAITO_TRANSFORMERS_CHAT = (
+            clients.KAITO_TRANSFORMERS_CHAT,
+            "KAITO: transformers /chat (not streamed: E2E only)",
+        )
+        OPENAI_COMPATIBLE = clients.OPENAI_COMPATIBLE, "Any OpenAI-compatible endpoint"
+
+    class Auth(models.TextChoices):
+        NONE = clients.AUTH_NONE, "None"
+        API_KEY = clients.AUTH_API_KEY, "API key"
+        ENTRA_ID = clients.AUTH_ENTRA_ID, "Entra ID (DefaultAzureCredential)"
+
+    class DeploymentType(models.TextChoices):
+        GLOBAL = "global", "Global Standard"
+        DATA_ZONE = "data_zone", "Data Zone"
+        REGIONAL = "regional", "Regional (Standard)"
+
+    class CostBasisKind(models.TextChoices):
+        PER_TOKEN = CostBasis.PER_TOKEN, "Per token (Foundry)"
+        PER_HOUR = CostBasis.PER_HOUR, "Per node-hour (KAITO)"
+        NONE = CostBasis.NONE, "Not priced"
+
+    class ProcessingScope(models.TextChoices):
+        IN_CLUSTER = "in_cluster", "In your cluster's region"
+        FOUNDRY_GLOBAL = "foundry_global", "Foundry Global: any Azure region with the model"
+        FOUNDRY_DATA_ZONE = "foundry_data_zone", "Foundry Data Zone: within the US or EU zone"
+        FOUNDRY_REGIONAL = "foundry_regional", "Foundry Regional: the deployment's region"
+        EXTERNAL = "external", "Another provider's service"
+
+    FOUNDRY_KINDS = (Kind.FOUNDRY_OPENAI, Kind.FOUNDRY_INFERENCE)
+    KAITO_KINDS = (Kind.KAITO_VLLM, Kind.KAITO_TRANSFORMERS_CHAT)
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    endpoint_url = models.CharField(
+        "endpoint URL",
+        max_length=500,
+        validators=[validate_endpoint_url],
+        help_text="Foundry: https://<resource>.openai.azure.com/openai/v1/ (OpenAI v1) or "
+        "https://<resource>.services.ai.azure.com/models (Model Inference). KAITO: the "
+        "inference service, e.g. http://workspace-phi-4.default.svc (in-cluster) or its "
+        "load balancer. OpenAI-compatible: the base URL you would give the openai SDK.",
+    )
+    model_name = models.CharField(
+        "model / deployment name",
+        max_length=200,
+        blank=True,
+        help_text="Foundry: the deployment name. vLLM: the served model name (KAITO serves the "
+        "preset name, e.g. phi-4-mini-instruct). Not used by transformers /chat.",
+    )
+    auth = models.CharField(max_length=12, choices=Auth.choices, default=Auth.NONE)
+    api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest with ENCRYPTION_KEYS.")
+    api_version = models.CharField(
+        "API version",
+        max_length=40,
+        default=clients.INFERENCE_API_VERSION,
+        help_text="Azure AI Model Inference API only.",
+    )
+    ca_certificate = models.TextField(
+        "CA certificate (PEM)",
+        blank=True,
+        help_text="Trust this CA for the endpoint's TLS certificate: an internal load balancer "
+        "with a private CA, or the Kubernetes API's service proxy. Empty: the system's CAs.",
+    )
+    deployment_type = models.CharField(
+        "Foundry deployment type",
+        max_length=12,
+        choices=DeploymentType.choices,
+        blank=True,
+    )
+    region = models.CharField(
+        max_length=40, blank=True, help_text="Foundry resource region, or the cluster's region."
+    )
+    foundry_model = models.ForeignKey(
+        FoundryModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="playground_targets",
+        verbose_name="Foundry model",
+        help_text="The catalog model this Foundry deployment serves (prices, licence).",
+    )
+    kaito_model = models.ForeignKey(
+        KaitoModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="playground_targets",
+        verbose_name="KAITO model",
+        help_text="The catalog model this KAITO endpoint serves (licence).",
+    )
+
+    # Cost basis
+    cost_basis = models.CharField(
+        max_length=10, choices=CostBasisKind.choices, default=CostBasisKind.NONE
+    )
+    input_per_1m = models.DecimalField(
+        "input $/1M tokens", max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    output_per_1m = models.DecimalField(
+        "output $/1M tokens", max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    price_factor = models.DecimalField(
+        "deployment type price factor",
+        max_digits=5,
+        decimal_places=3,
+        default=Decimal(1),
+        help_text="Global 1.0, Data Zone 1.1; Regional is per model.",
+    )
+    vm_size = models.ForeignKey(
+        GpuVmSize,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="playground_targets",
+        verbose_name="VM size",
+    )
+    price_per_hour = models.DecimalField(
+        "$/hour per node", max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    node_count = models.PositiveSmallIntegerField("nodes", default=1)
+
+    # Compliance profile
+    processing_scope = models.CharField(
+        "where prompts are processed", max_length=20, choices=ProcessingScope.choices, blank=True
+    )
+    data_leaves_network = models.BooleanField(
+        "data leaves your network",
+        default=False,
+        help_text="Prompts and answers travel to a service outside your own network.",
+    )
+    abuse_monitoring_exempt = models.BooleanField(
+        "approved for modified abuse monitoring",
+        default=False,
+        help_text="Foundry: Microsoft approved your subscription, so prompts are not retained "
+        "for abuse monitoring.",
+    )
+    provider_retention = models.TextField("provider-side retention", blank=True)
+    certifications = models.TextField("certifications and terms", blank=True)
+    model_license = models.CharField("model licence", max_length=200, blank=True)
+    compliance_notes = models.TextField("notes", blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("playground:target_edit", kwargs={"pk": self.pk})
+
+    @property
+    def is_foundry(self) -> bool:
+        return self.kind in self.FOUNDRY_KINDS
+
+    @property
+    def is_kaito(self) -> bool:
+        return self.kind in self.KAITO_KINDS
+
+    @property
+    def streamed(self) -> bool:
+        return self.kind in clients.STREAMING_KINDS
+
+    @property
+    def endpoint_url_resolved(self) -> str:
+        """Where to send requests (the seam: a linked deployment's URL will win here)."""
+        return self.endpoint_url
+
+    def endpoint(self) -> clients.Endpoint:
+        return clients.Endpoint(
+            kind=self.kind,
+            url=self.endpoint_url_resolved,
+            model=self.model_name,
+            auth=self.auth,
+            api_key=self.api_key or "",
+            api_version=self.api_version or clients.INFERENCE_API_VERSION,
+            ca_pem=self.ca_certificate,
+        )
+
+    def cost(self) -> CostBasis:
+        return CostBasis(
+            basis=self.cost_basis,
+            input_per_1m=self.input_per_1m,
+            output_per_1m=self.output_per_1m,
+            factor=self.price_factor if self.price_factor is not None else Decimal(1),
+            price_per_hour=self.price_per_hour,
+            nodes=self.node_count or 1,
+        )
+
+    def compliance(self) -> dict[str, Any]:
+        return {
+            "processing_scope": self.processing_scope,
+            "processing_scope_label": self.get_processing_scope_display()
+            if self.processing_scope
+            else "",
+            "region": self.region,
+            "data_leaves_network": self.data_leaves_network,
+            "abuse_monitoring_exempt": self.abuse_monitoring_exempt,
+            "provider_retention": self.provider_retention,
+            "certifications": self.certifications,
+            "model_license": self.model_license,
+            "notes": self.compliance_notes,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a sample keeps of its target, so history survives edits and deletion."""
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "kind": self.kind,
+            "kind_label": self.get_kind_display(),
+            "streamed": self.streamed,
+            "endpoint_url": self.endpoint_url_resolved,
+            "model_name": self.model_name,
+            "auth": self.auth,
+            "deployment_type": self.deployment_type,
+            "deployment_type_label": self.get_deployment_type_display()
+            if self.deployment_type
+            else "",
+            "region": self.region,
+            "vm_size": self.vm_size.sku if self.vm_size else "",
+            "cost": self.cost().as_json(),
+            "compliance": self.compliance(),
+        }
+
+
+class ABRun(models.Model):
+    """One prompt sent to two targets at the same moment; a background job row."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.DONE, Status.FAILED)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ab_runs",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    system_prompt = models.TextField(blank=True)
+    prompt = models.TextField()
+    max_tokens = models.PositiveIntegerField(default=256)
+    temperature = models.FloatField(null=True, blank=True)
+    top_p = models.FloatField("top_p", null=True, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    timeout_s = models.FloatField("timeout (s)", default=60)
+    note = models.TextField(blank=True)
+    start_skew_ms = models.FloatField(
+        null=True, blank=True, help_text="How far apart the two requests were sent."
+    )
+    error = models.TextField(blank=True, help_text="Why the run as a whole failed.")
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "A/B run"
+
+    def __str__(self) -> str:
+        return f"A/B run {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("playground:run_detail", kwargs={"pk": self.pk})
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def chat_request(self) -> clients.ChatRequest:
+        return clients.ChatRequest(
+            prompt=self.prompt,
+            system_prompt=self.system_prompt,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+
+class Sample(models.Model):
+    """One measured request: a side of an A/B run."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        STREAMING = "streaming", "Streaming"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(ABRun, on_delete=models.CASCADE, related_name="samples")
+    side = models.CharField(max_length=1, choices=[("a", "A"), ("b", "B")])
+    target = models.ForeignKey(
+        Target, null=True, blank=True, on_delete=models.SET_NULL, related_name="samples"
+    )
+    target_snapshot = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    text = models.TextField(blank=True)
+    streamed = models.BooleanField(default=True)
+    ttft_ms = models.FloatField("TTFT (ms)", null=True, blank=True)
+    itl_ms = models.JSONField("inter-token latencies (ms)", default=list, blank=True)
+    itl_mean_ms = models.FloatField("mean ITL (ms)", null=True, blank=True)
+    itl_p95_ms = models.FloatField("p95 ITL (ms)", null=True, blank=True)
+    e2e_ms = models.FloatField("E2E (ms)", null=True, blank=True)
+    connect_ms = models.FloatField("connection set-up (ms)", null=True, blank=True)
+    output_tokens_per_s = models.FloatField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tokens_estimated = models.BooleanField(default=False)
+    chunks = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=40, blank=True)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=12, null=True, blank=True)
+    cost_per_1m_usd = models.DecimalField(
+        "cost per 1M tokens (input + output)",
+        max_digits=18,
+        decimal_places=6,
+        null=True,
+        blank=True,
+    )
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_kind = models.CharField(max_length=20, blank=True)
+    error_message = models.TextField(blank=True)
+    retry_after_s = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "side"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "side"], name="playground_one_sample_per_side")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} side {self.side.upper()}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def cost_basis(self) -> CostBasis:
+        return CostBasis.from_json(self.target_snapshot.get("cost") or {})
+
+    @property
+    def compliance(self) -> dict[str, Any]:
+        return dict(self.target_snapshot.get("compliance") or {})
