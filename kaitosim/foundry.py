@@ -974,6 +974,9 @@ class FoundryServer:
                 elapsed = (time.monotonic() - start) * self.speed
                 due_by_time = int((elapsed - ttft) / max(itl, 1e-9)) + 1
                 due = min(len(pieces), max(sent + batch, due_by_time))
+                if self.fault == "stream_cut":
+                    # the cut comes after exactly that many tokens, even when catching up
+                    due = min(due, max(self.stream_cut_after_tokens, sent + 1))
                 out = bytearray()
                 for text in pieces[sent:due]:
                     out += _sse(
