@@ -13,4 +13,5 @@ urlpatterns = [
     path("deployments/", include("apps.deployments.urls")),
     path("audit/", include("apps.audit.urls")),
     path("playground/", include("apps.playground.urls")),
+    path("api/", include("apps.playground.api_urls")),
 ]

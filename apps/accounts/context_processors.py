@@ -14,6 +14,7 @@ NAVIGATION: list[tuple[str, str, str, Role]] = [
     ("Clusters", "clusters:list", "clusters", Role.VIEWER),
     ("Audit log", "audit:list", "audit", Role.VIEWER),
     ("Playground", "playground:home", "playground", Role.VIEWER),
+    ("Experiments", "playground:experiment_list", "experiments", Role.VIEWER),
 ]
 
 

@@ -6,7 +6,9 @@ from typing import Any
 from django import forms
 
 from apps.catalog.models import GpuVmSize
-from apps.playground.models import ABRun, Target
+from apps.playground.experiments import MAX_TIMEOUT_S as EXPERIMENT_MAX_TIMEOUT_S
+from apps.playground.models import ABRun, Experiment, Target
+from apps.playground.prompts import PromptSetError, builtin_load, builtin_names, parse_upload
 from apps.playground.tasks import MAX_RUN_TIMEOUT_S
 
 
@@ -184,3 +186,64 @@ class PlaygroundForm(forms.Form):
 
 class NoteForm(forms.Form):
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ExperimentForm(forms.Form):
+    """A new experiment: the targets, a built-in or uploaded prompt set, and how to run it."""
+
+    name = forms.CharField(max_length=200, required=False)
+    targets = forms.ModelMultipleChoiceField(
+        queryset=Target.objects.all(),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Two or more.",
+    )
+    builtin = forms.ChoiceField(label="built-in prompt set", required=False)
+    upload = forms.FileField(
+        label="or upload a prompt set",
+        required=False,
+        help_text='JSONL ({"prompt": ..., "system": ...} a line) or CSV (columns prompt, system).',
+    )
+    repetitions = forms.IntegerField(min_value=1, max_value=1000, initial=3)
+    concurrency = forms.IntegerField(
+        label="concurrency per target", min_value=1, max_value=256, initial=4
+    )
+    max_tokens = forms.IntegerField(min_value=1, max_value=32768, initial=256)
+    timeout_s = forms.FloatField(
+        label="timeout per request (s)", min_value=1, max_value=EXPERIMENT_MAX_TIMEOUT_S, initial=60
+    )
+    storage_policy = forms.ChoiceField(
+        choices=Experiment.StoragePolicy.choices, initial=Experiment.StoragePolicy.TEXT
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        builtin = self.fields["builtin"]
+        assert isinstance(builtin, forms.ChoiceField)
+        builtin.choices = [("", "—")] + [(n, n) for n in builtin_names()]
+
+    def clean_targets(self) -> Any:
+        targets = self.cleaned_data["targets"]
+        if len(targets) < 2:
+            raise forms.ValidationError("Pick at least two targets.")
+        return targets
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        upload = data.get("upload")
+        builtin = data.get("builtin")
+        if bool(upload) == bool(builtin):
+            raise forms.ValidationError("Pick a built-in prompt set or upload one (not both).")
+        try:
+            if upload:
+                data["prompt_set"] = parse_upload(upload.read(), filename=upload.name)
+            else:
+                data["prompt_set"] = builtin_load(builtin or "")
+        except PromptSetError as exc:
+            for error in exc.errors:
+                self.add_error("upload" if upload else "builtin", error)
+        return data
+
+
+class VoteForm(forms.Form):
+    prompt_index = forms.IntegerField(min_value=0)
+    target = forms.IntegerField(required=False, help_text="Empty: a tie.")

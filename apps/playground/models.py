@@ -344,9 +344,22 @@ class Sample(models.Model):
         STREAMING = "streaming", "Streaming"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (cancelled)"
 
-    run = models.ForeignKey(ABRun, on_delete=models.CASCADE, related_name="samples")
-    side = models.CharField(max_length=1, choices=[("a", "A"), ("b", "B")])
+    run = models.ForeignKey(
+        ABRun, null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
+    )
+    side = models.CharField(max_length=1, choices=[("a", "A"), ("b", "B")], blank=True)
+    # An experiment's sample: which prompt, which repetition, against which of its targets.
+    experiment = models.ForeignKey(
+        "Experiment", null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
+    )
+    prompt_index = models.PositiveIntegerField(null=True, blank=True)
+    repetition = models.PositiveIntegerField(null=True, blank=True)
+    prompt_sha256 = models.CharField(max_length=64, blank=True)
+    text_sha256 = models.CharField("answer SHA-256", max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
     target = models.ForeignKey(
         Target, null=True, blank=True, on_delete=models.SET_NULL, related_name="samples"
     )
@@ -379,14 +392,25 @@ class Sample(models.Model):
     error_kind = models.CharField(max_length=20, blank=True)
     error_message = models.TextField(blank=True)
     retry_after_s = models.FloatField(null=True, blank=True)
+    claim = models.CharField(
+        max_length=64, blank=True, help_text="The task measuring it (a redelivery reclaims it)."
+    )
 
     class Meta:
         ordering = ["run", "side"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "side"], name="playground_one_sample_per_side")
+            models.UniqueConstraint(fields=["run", "side"], name="playground_one_sample_per_side"),
+            # The idempotency key: a redelivered task finds its sample, never records a second.
+            models.UniqueConstraint(
+                fields=["experiment", "target", "prompt_index", "repetition"],
+                name="playground_one_sample_per_experiment_slot",
+            ),
         ]
+        indexes = [models.Index(fields=["experiment", "target", "status"])]
 
     def __str__(self) -> str:
+        if self.experiment_id:
+            return f"experiment {self.experiment_id} prompt {self.prompt_index}"
         return f"{self.run} side {self.side.upper()}"
 
     @property
@@ -400,3 +424,110 @@ class Sample(models.Model):
     @property
     def compliance(self) -> dict[str, Any]:
         return dict(self.target_snapshot.get("compliance") or {})
+
+
+class Experiment(models.Model):
+    """A prompt set sent to two or more targets, each prompt several times, at a concurrency per
+    target; a background job row whose samples are measured by Celery tasks, one per target
+    chunk. The prompt texts live in ``prompts`` while it runs; the storage policy decides what
+    stays afterwards (see `experiments.experiment_finish`)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    class StoragePolicy(models.TextChoices):
+        TEXT = "text", "Keep prompts and answers"
+        HASHES = "hashes", "Keep only SHA-256 hashes"
+        NOTHING = "nothing", "Keep nothing beyond the figures"
+
+    FINISHED = (Status.DONE, Status.CANCELLED, Status.FAILED)
+
+    name = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="experiments",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    targets = models.ManyToManyField(Target, related_name="experiments")
+    prompt_set_name = models.CharField(max_length=200)
+    prompts = models.JSONField(
+        default=list, help_text="[{prompt, system, sha256}], trimmed by the storage policy."
+    )
+    repetitions = models.PositiveIntegerField(default=1)
+    concurrency = models.PositiveIntegerField("concurrency per target", default=4)
+    max_tokens = models.PositiveIntegerField(default=256)
+    timeout_s = models.FloatField("timeout per request (s)", default=60)
+    storage_policy = models.CharField(
+        max_length=10, choices=StoragePolicy.choices, default=StoragePolicy.TEXT
+    )
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name or f"Experiment {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("playground:experiment_detail", kwargs={"pk": self.pk})
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def keeps_text(self) -> bool:
+        return self.storage_policy == self.StoragePolicy.TEXT
+
+    @property
+    def keeps_hashes(self) -> bool:
+        return self.storage_policy in (self.StoragePolicy.TEXT, self.StoragePolicy.HASHES)
+
+
+class PreferenceVote(models.Model):
+    """A person's preferred answer to one prompt of an experiment (no target: a tie)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="votes")
+    prompt_index = models.PositiveIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "prompt_index", "user"], name="playground_one_vote_each"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"vote on prompt {self.prompt_index} of experiment {self.experiment_id}"
+
+
+class ApiToken(models.Model):
+    """A user's token for the experiments API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    token_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=12, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -321,8 +321,9 @@ def _rounded(value: float | None, places: int = 3) -> float | None:
     return None if value is None else round(value, places)
 
 
-def _sample_apply(sample: Sample, m: clients.Measurement) -> None:
-    """Copy a finished measurement, its statistics and its cost onto the sample."""
+def _sample_apply(sample: Sample, m: clients.Measurement, *, concurrency: int = 1) -> None:
+    """Copy a finished measurement, its statistics and its cost onto the sample (a KAITO
+    request's share of node time is divided by the requests it ran alongside)."""
     sample.status = Sample.Status.DONE if m.ok else Sample.Status.FAILED
     sample.text = m.text
     sample.streamed = m.streamed
@@ -353,6 +354,7 @@ def _sample_apply(sample: Sample, m: clients.Measurement) -> None:
         input_tokens=m.input_tokens,
         output_tokens=m.output_tokens,
         e2e_seconds=None if e2e is None else e2e / 1000,
+        concurrency=concurrency,
     )
     if cost is None:
         return
