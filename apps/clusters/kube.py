@@ -16,6 +16,7 @@ own errors, so the rest of the app never sees an `ApiException` or a urllib3 err
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -192,7 +193,7 @@ def kubeconfig_server(text: str, context: str) -> str:
         return ""
 
 
-def _api_client(credentials: Credentials) -> client.ApiClient:
+def _configuration(credentials: Credentials) -> client.Configuration:
     configuration = client.Configuration()
     try:
         if credentials.in_cluster:
@@ -207,6 +208,11 @@ def _api_client(credentials: Credentials) -> client.ApiClient:
             )
     except (ConfigException, yaml.YAMLError, TypeError, KeyError) as exc:
         raise KubeconfigInvalid(f"the kubeconfig cannot be used: {exc}") from None
+    return configuration
+
+
+def _api_client(credentials: Credentials) -> client.ApiClient:
+    configuration = _configuration(credentials)
     configuration.retries = 1  # fail fast; our callers retry with backoff
     return client.ApiClient(configuration=configuration)
 
@@ -562,3 +568,53 @@ class Kube:
             raise translate(exc) from None
         finally:
             raw.release_conn()
+
+
+# --------------------------------------------------------- plain HTTP through the service proxy
+@dataclass(frozen=True)
+class ProxyHttp:
+    """What an HTTP client outside this module needs to reach a Service through the API server's
+    service proxy: the URL, the auth header (a bearer token, if the credentials have one) and the
+    TLS context (the cluster's CA, and a client certificate if the kubeconfig authenticates with
+    one, as AKS's non-AAD admin kubeconfigs do)."""
+
+    base_url: str
+    headers: dict[str, str]
+    verify: ssl.SSLContext | bool
+
+
+def proxy_http_settings(
+    credentials: Credentials, *, namespace: str, service: str, port: int | str = 80
+) -> ProxyHttp:
+    """The service proxy URL of ``namespace/service:port`` and how to authenticate to it, read
+    from the same kubeconfig (or in-cluster account) the rest of this module uses. An exec
+    plugin (kubelogin) is run here, so call it off any event loop. KubeconfigInvalid if the
+    credentials cannot be turned into plain HTTP settings."""
+    configuration = _configuration(credentials)
+    try:
+        # As the generated client authenticates its own requests (a refresh hook re-reads an
+        # in-cluster token file).
+        bearer: dict[str, Any] = dict(configuration.auth_settings().get("BearerToken") or {})
+        authorization = bearer.get("value")
+    except Exception as exc:  # a refresh hook (in-cluster token file) that fails
+        raise KubeconfigInvalid(f"cannot read the cluster's token: {exc}") from None
+    headers = {"Authorization": str(authorization)} if authorization else {}
+    verify: ssl.SSLContext | bool
+    if not configuration.verify_ssl:
+        verify = False  # insecure-skip-tls-verify: true in the kubeconfig
+    else:
+        try:
+            verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+            if configuration.cert_file:
+                verify.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise KubeconfigInvalid(
+                f"the kubeconfig's CA or client certificate cannot be used: {exc}"
+            ) from None
+    if not headers and not configuration.cert_file:
+        raise KubeconfigInvalid(
+            "the kubeconfig has neither a token nor a client certificate for the service proxy"
+        )
+    base = str(configuration.host).rstrip("/")
+    path = f"/api/v1/namespaces/{quote(namespace)}/services/{quote(service)}:{port}/proxy"
+    return ProxyHttp(base_url=base + path, headers=headers, verify=verify)

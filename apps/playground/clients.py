@@ -114,6 +114,11 @@ class Endpoint:
     api_key: str = field(default="", repr=False)
     api_version: str = INFERENCE_API_VERSION
     ca_pem: str = field(default="", repr=False)  # a private CA to trust; empty: the system's
+    # A KAITO deployment through the API server's service proxy: the cluster's auth header and
+    # TLS context (its CA, and a client certificate if the kubeconfig has one), as
+    # `apps.clusters.kube.proxy_http_settings` reads them. They win over auth and ca_pem.
+    extra_headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    tls: ssl.SSLContext | bool | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -314,12 +319,15 @@ def request_headers(endpoint: Endpoint, *, bearer_token: str | None = None) -> d
         if not bearer_token:
             raise ClientConfigError("no Entra ID token")
         headers["Authorization"] = f"Bearer {bearer_token}"
+    headers.update(endpoint.extra_headers)
     return headers
 
 
 def tls_verify(endpoint: Endpoint) -> ssl.SSLContext | bool:
     """What httpx verifies the server's certificate against: the target's own CA, if it has
     one (an internal load balancer, the Kubernetes API's service proxy), else the system's."""
+    if endpoint.tls is not None:
+        return endpoint.tls
     if not endpoint.ca_pem.strip():
         return True
     try:

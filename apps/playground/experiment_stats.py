@@ -35,7 +35,7 @@ from django.db.models import (
 )
 
 from apps.playground.costs import ONE_MILLION, CostBasis
-from apps.playground.models import Experiment, Sample
+from apps.playground.models import Experiment, Sample, Target
 from apps.playground.stats import PERCENTILES, percentile
 
 HOURS_PER_MONTH = 730  # Azure's pricing month
@@ -77,6 +77,41 @@ def target_percentiles(
     return {t: {p: percentile(v, p) for p in ps} for t, v in values.items()}
 
 
+# Every percentile the results page shows: the summary's table and the figures' boxes.
+PAGE_PERCENTILES = tuple(sorted(set(PERCENTILES) | set(BOX_PERCENTILES)))
+
+
+def _percentile_key(metric: str, p: float) -> str:
+    return f"{metric}_p{p:g}".replace(".", "_")
+
+
+def _percentile_aggregates(ps: Sequence[float]) -> dict[str, PercentileCont]:
+    """PostgreSQL: every percentile of every metric over the done samples, as aggregates to put
+    in the one grouped query (NULLs are ignored by percentile_cont, as by `stats.percentile`)."""
+    done = Q(status=Sample.Status.DONE)
+    return {
+        _percentile_key(metric, p): PercentileCont(metric, p / 100, filter=done)
+        for metric in METRICS
+        for p in ps
+    }
+
+
+def _percentiles_in_python(
+    samples: QuerySet[Sample], ps: Sequence[float]
+) -> dict[int | None, dict[str, dict[float, float | None]]]:
+    """SQLite: the same figures, over the done samples' values fetched once."""
+    values: dict[int | None, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    rows = samples.filter(status=Sample.Status.DONE).order_by()
+    for target_id, *measured in rows.values_list("target_id", *METRICS).iterator(5000):
+        for metric, value in zip(METRICS, measured, strict=True):
+            if value is not None:
+                values[target_id][metric].append(value)
+    return {
+        t: {m: {p: percentile(by_metric.get(m, []), p) for p in ps} for m in METRICS}
+        for t, by_metric in values.items()
+    }
+
+
 @dataclass
 class TargetSummary:
     target_id: int | None
@@ -99,7 +134,11 @@ class TargetSummary:
     cost_usd: Decimal | None = None
     cost_per_request: Decimal | None = None
     cost_per_1m: Decimal | None = None
+    # A linked KAITO deployment's benchmark (input + output tokens a minute, one replica).
+    peak_tokens_per_minute: int | None = None
     percentiles: dict[str, dict[float, float | None]] = field(default_factory=dict)
+    # p5/p25/p50/p75/p95 per metric for the box figures (not in the JSON: the page's only)
+    box: dict[str, dict[float, float | None]] = field(default_factory=dict, repr=False)
 
     def percentile_rows(self) -> list[tuple[str, list[float | None]]]:
         """(metric label, [p50, p90, p95, p99]) for the page's table."""
@@ -111,6 +150,7 @@ class TargetSummary:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("box")
         data["cost"] = self.cost.as_json()
         data["percentiles"] = {
             metric: {f"p{p:g}": v for p, v in values.items()}
@@ -122,9 +162,11 @@ class TargetSummary:
 
 
 def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
-    """Per target: counts, error rate, throughput, cost and p50/p90/p95/p99 of TTFT, ITL, E2E."""
+    """Per target: counts, error rate, throughput, cost and p50/p90/p95/p99 of TTFT, ITL, E2E
+    (and the box figures' p5/p25/p75). On PostgreSQL all of it is one grouped query, so each
+    aggregate is computed once for the summary and the figures alike."""
     samples = Sample.objects.filter(experiment=experiment)
-    done = samples.filter(status=Sample.Status.DONE)
+    in_database = connection.vendor == "postgresql"
     finished_states = [Sample.Status.DONE, Sample.Status.FAILED]
     rows = (
         samples.order_by()
@@ -143,9 +185,16 @@ def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
                 F("input_tokens") + F("output_tokens"), filter=Q(cost_usd__isnull=False)
             ),
             mean_tps=Avg("output_tokens_per_s", filter=Q(status=Sample.Status.DONE)),
+            **(_percentile_aggregates(PAGE_PERCENTILES) if in_database else {}),
         )
     )
-    percentiles = {metric: target_percentiles(done, metric) for metric in METRICS}
+    in_python = {} if in_database else _percentiles_in_python(samples, PAGE_PERCENTILES)
+    # A deployment's benchmark may land after the experiment started: prefer today's figure.
+    live_peaks = dict(
+        Target.objects.filter(experiments=experiment, deployment__isnull=False).values_list(
+            "pk", "deployment__peak_tokens_per_minute"
+        )
+    )
     summaries: list[TargetSummary] = []
     for row in rows:
         target_id = row["target_id"]
@@ -178,10 +227,35 @@ def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
             summary.cost_per_request = cost / row["priced"]
             if row["priced_tokens"]:
                 summary.cost_per_1m = cost * ONE_MILLION / row["priced_tokens"]
-        summary.percentiles = {m: percentiles[m].get(target_id, {}) for m in METRICS}
+        summary.peak_tokens_per_minute = _peak_tokens_per_minute(snapshot, live_peaks, target_id)
+        found: dict[str, dict[float, float | None]]
+        if in_database:
+            values: dict[str, Any] = dict(row)
+            found = {
+                m: {p: values[_percentile_key(m, p)] for p in PAGE_PERCENTILES} for m in METRICS
+            }
+        else:
+            found = in_python.get(target_id, {})
+        # A metric with no value at all has no percentiles (as `target_percentiles` leaves out).
+        found = {m: q for m, q in found.items() if any(v is not None for v in q.values())}
+        summary.percentiles = {
+            m: {p: found[m][p] for p in PERCENTILES} if m in found else {} for m in METRICS
+        }
+        summary.box = {
+            m: {p: found[m][p] for p in BOX_PERCENTILES} if m in found else {} for m in METRICS
+        }
         summaries.append(summary)
     summaries.sort(key=lambda s: s.name)
     return summaries
+
+
+def _peak_tokens_per_minute(
+    snapshot: dict[str, Any], live: dict[int, int | None], target_id: int | None
+) -> int | None:
+    peak = live.get(target_id) if target_id is not None else None
+    if peak is None:
+        peak = (snapshot.get("deployment") or {}).get("peak_tokens_per_minute")
+    return int(peak) if peak else None
 
 
 def _snapshot(samples: QuerySet[Sample], target_id: int | None) -> dict[str, Any]:
@@ -222,7 +296,9 @@ class BreakEven:
 
     Foundry:  cost(V) = V x p / 1,000,000, p = the measured blended $ per 1M tokens
     KAITO:    one replica (the target's nodes) costs M = $/hour x nodes x 730 a month and serves
-              C = measured output tokens/s / output share x 3600 x 730 tokens a month;
+              C = peakTokensPerMinute x 60 x 730 tokens a month when the target is a linked
+              deployment whose KAITO benchmark reported it (input + output tokens), else
+              C = measured output tokens/s / output share x 3600 x 730;
               cost(V) = max(1, ceil(V / C)) x M
     The first volume where KAITO is cheaper: V* = M x 1,000,000 / p, if V* <= C (one replica
     at full load costs less than Foundry's price for the same tokens); else Foundry is cheaper
@@ -235,6 +311,7 @@ class BreakEven:
     replica_month_usd: Decimal
     capacity_per_month: float
     break_even_tokens: float | None
+    capacity_source: str = "measured"  # or "peakTokensPerMinute"
 
     def foundry_cost(self, volume: float) -> float:
         return volume * float(self.price_per_1m) / 1_000_000
@@ -253,9 +330,13 @@ def break_even(
     output_share: float,
     foundry: str = "Foundry",
     kaito: str = "KAITO",
+    peak_tokens_per_minute: int | None = None,
 ) -> BreakEven:
     replica_month = price_per_hour * nodes * HOURS_PER_MONTH
-    capacity = output_tokens_per_s / output_share * SECONDS_PER_MONTH
+    if peak_tokens_per_minute:
+        capacity = float(peak_tokens_per_minute) * 60 * HOURS_PER_MONTH
+    else:
+        capacity = output_tokens_per_s / output_share * SECONDS_PER_MONTH
     point = float(replica_month * ONE_MILLION / price_per_1m) if price_per_1m > 0 else None
     if point is not None and point > capacity:
         point = None
@@ -266,6 +347,7 @@ def break_even(
         replica_month_usd=replica_month,
         capacity_per_month=capacity,
         break_even_tokens=point,
+        capacity_source="peakTokensPerMinute" if peak_tokens_per_minute else "measured",
     )
 
 
@@ -292,6 +374,7 @@ def experiment_break_evens(summaries: Iterable[TargetSummary]) -> list[BreakEven
                     output_share=k.output_tokens / total,
                     foundry=f.name,
                     kaito=k.name,
+                    peak_tokens_per_minute=k.peak_tokens_per_minute,
                 )
             )
     return result
@@ -310,16 +393,15 @@ def experiment_figures(
     done = Sample.objects.filter(experiment=experiment, status=Sample.Status.DONE)
     figures: dict[str, Any] = {}
     labels = {"ttft_ms": "TTFT (ms)", "itl_mean_ms": "mean ITL (ms)", "e2e_ms": "E2E (ms)"}
-    names = {s.target_id: s.name for s in summaries}
     for metric, label in labels.items():
-        quantiles = target_percentiles(done, metric, BOX_PERCENTILES)
         fig = go.Figure()
-        for target_id, q in quantiles.items():
+        for s in summaries:  # the summary's own percentiles: nothing is aggregated twice
+            q = s.box.get(metric) or {}
             if q.get(50) is None:
                 continue
             fig.add_trace(
                 go.Box(
-                    name=names.get(target_id, str(target_id)),
+                    name=s.name,
                     q1=[q[25]],
                     median=[q[50]],
                     q3=[q[75]],

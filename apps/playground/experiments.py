@@ -178,7 +178,7 @@ def _claim(experiment: Experiment, target_id: int, claim: str, limit: int | None
     mine = (
         list(
             open_samples.filter(status=Sample.Status.STREAMING, claim=claim).select_related(
-                "target"
+                "target__deployment__cluster"
             )
         )
         if claim
@@ -191,7 +191,8 @@ def _claim(experiment: Experiment, target_id: int, claim: str, limit: int | None
         status=Sample.Status.STREAMING, claim=claim
     )
     claimed = Sample.objects.filter(pk__in=ids, status=Sample.Status.STREAMING, claim=claim)
-    return mine + list(claimed.select_related("target").order_by("repetition", "prompt_index"))
+    claimed = claimed.select_related("target__deployment__cluster")
+    return mine + list(claimed.order_by("repetition", "prompt_index"))
 
 
 def experiment_target_chunk(
@@ -269,14 +270,23 @@ async def _measure_chunk(experiment: Experiment, samples: list[Sample], *, claim
             if sample.target is None:
                 m.fail("config", "The target was deleted before the request was sent.")
             else:
-                try:
-                    endpoint = sample.target.endpoint()
-                except Exception as exc:  # an undecryptable key, say
-                    m.fail("config", f"{type(exc).__name__}: {exc}")
+                endpoint = endpoints[sample.target.pk]
+                if isinstance(endpoint, str):
+                    m.fail("config", endpoint)
                 else:
                     m = await clients.measure(endpoint, chat, timeout_s=experiment.timeout_s)
             fields = _measured_fields(experiment, sample, m, started=started)
             await loop.run_in_executor(writer, _record, sample.pk, claim, fields)
+
+    # Each target is resolved once a chunk, off the loop: a linked deployment reads its cluster's
+    # credentials (an exec plugin may run), and a refreshed token is picked up by the next chunk.
+    endpoints: dict[int, clients.Endpoint | str] = {}
+    for sample in samples:
+        if sample.target is not None and sample.target.pk not in endpoints:
+            try:
+                endpoints[sample.target.pk] = await asyncio.to_thread(sample.target.endpoint)
+            except Exception as exc:  # an undecryptable key, say
+                endpoints[sample.target.pk] = f"{type(exc).__name__}: {exc}"
 
     watcher = asyncio.create_task(watch_cancel())
     try:

@@ -4,8 +4,10 @@ import ssl
 from typing import Any
 
 from django import forms
+from django.db.models import Q
 
 from apps.catalog.models import GpuVmSize
+from apps.deployments.models import Deployment
 from apps.playground.experiments import MAX_TIMEOUT_S as EXPERIMENT_MAX_TIMEOUT_S
 from apps.playground.models import ABRun, Experiment, Target
 from apps.playground.prompts import PromptSetError, builtin_load, builtin_names, parse_upload
@@ -16,6 +18,11 @@ class VmSizeChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: GpuVmSize) -> str:
         price = f"${obj.price_per_hour}/h" if obj.price_per_hour is not None else "no price"
         return f"{obj.sku} ({obj.gpu_count}x {obj.gpu_model}, {price})"
+
+
+class DeploymentChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Deployment) -> str:
+        return f"{obj.cluster.name}: {obj} ({obj.model_name}, {obj.vm_size} x {obj.node_count})"
 
 
 class TargetChoiceField(forms.ModelChoiceField):
@@ -37,6 +44,7 @@ class TargetForm(forms.ModelForm):
         fields = [
             "name",
             "kind",
+            "deployment",
             "endpoint_url",
             "model_name",
             "auth",
@@ -62,7 +70,7 @@ class TargetForm(forms.ModelForm):
             "model_license",
             "compliance_notes",
         ]
-        field_classes = {"vm_size": VmSizeChoiceField}
+        field_classes = {"vm_size": VmSizeChoiceField, "deployment": DeploymentChoiceField}
         widgets = {
             "ca_certificate": forms.Textarea(
                 attrs={"rows": 3, "class": "mono", "placeholder": "-----BEGIN CERTIFICATE-----"}
@@ -76,6 +84,7 @@ class TargetForm(forms.ModelForm):
         "Endpoint": [
             "name",
             "kind",
+            "deployment",
             "endpoint_url",
             "model_name",
             "auth",
@@ -109,6 +118,14 @@ class TargetForm(forms.ModelForm):
         self.fields["endpoint_url"].widget.attrs["placeholder"] = "https://…"
         vm: forms.ModelChoiceField = self.fields["vm_size"]  # type: ignore[assignment]
         vm.queryset = GpuVmSize.objects.filter(gpu_count__gt=0)
+        deployment: forms.ModelChoiceField = self.fields["deployment"]  # type: ignore[assignment]
+        ready = Q(status=Deployment.Status.READY)
+        if self.instance.deployment_id:
+            ready |= Q(pk=self.instance.deployment_id)
+        deployment.queryset = (
+            Deployment.objects.filter(ready).select_related("cluster").order_by("cluster", "name")
+        )
+        deployment.empty_label = "None: use the endpoint URL"
         if self.instance.pk and self.instance.api_key:
             self.fields["api_key"].help_text = "A key is stored, encrypted. Leave empty to keep it."
 
@@ -131,6 +148,18 @@ class TargetForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        linked: Deployment | None = data.get("deployment")
+        if linked is not None:
+            # The deployment decides the wire format and how it is reached (at request time).
+            data["kind"] = (
+                Target.Kind.KAITO_TRANSFORMERS_CHAT
+                if linked.runtime == Deployment.Runtime.TRANSFORMERS
+                else Target.Kind.KAITO_VLLM
+            )
+            data.update(endpoint_url="", auth=Target.Auth.NONE, api_key="", ca_certificate="")
+            if not data.get("model_name"):
+                data["model_name"] = linked.model_name
+            return data
         kind = data.get("kind")
         if data.get("auth") == Target.Auth.API_KEY and not data.get("api_key"):
             self.add_error("api_key", "Enter the API key (or pick another authentication).")

@@ -1,17 +1,16 @@
 """Targets (where to send a prompt), A/B runs and their samples (one measured request each).
 
-A Target is reached today by a direct URL, whatever its kind. The seam for KAITO deployments made
-by kaitoweb itself: add ``deployment = ForeignKey("deployments.Deployment", null=True, ...)`` and
-let `Target.endpoint_url_resolved` prefer the deployment's service URL when it is set; ``kind``
-already says which wire format to speak, and the cost basis (VM size, nodes) can be read from the
-deployment the same way. Nothing else needs to change.
+A Target is reached by a direct URL, or, for a KAITO deployment kaitoweb launched or took over,
+through its cluster's API server: ``deployment`` set, the URL, auth and TLS are resolved at
+request time from the cluster's credentials (`Target.endpoint`), so a rotated kubeconfig or a
+refreshed token is picked up by the next request. ``kind`` says which wire format to speak.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -20,9 +19,13 @@ from django.db import models
 from django.urls import reverse
 
 from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel
+from apps.clusters import kube
 from apps.playground import clients
 from apps.playground.costs import CostBasis
 from kaitoweb.secrets import EncryptedTextField
+
+if TYPE_CHECKING:
+    from apps.deployments.models import Deployment
 
 
 def validate_endpoint_url(value: str) -> None:
@@ -78,14 +81,26 @@ class Target(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
+    deployment = models.ForeignKey(
+        "deployments.Deployment",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="playground_targets",
+        verbose_name="KAITO deployment",
+        help_text="A ready deployment, reached through the API server's service proxy with the "
+        "cluster's credentials. Empty: use the endpoint URL.",
+    )
     endpoint_url = models.CharField(
         "endpoint URL",
         max_length=500,
+        blank=True,
         validators=[validate_endpoint_url],
         help_text="Foundry: https://<resource>.openai.azure.com/openai/v1/ (OpenAI v1) or "
         "https://<resource>.services.ai.azure.com/models (Model Inference). KAITO: the "
         "inference service, e.g. http://workspace-phi-4.default.svc (in-cluster) or its "
-        "load balancer. OpenAI-compatible: the base URL you would give the openai SDK.",
+        "load balancer. OpenAI-compatible: the base URL you would give the openai SDK. Not "
+        "used when a KAITO deployment is picked.",
     )
     model_name = models.CharField(
         "model / deployment name",
@@ -210,12 +225,33 @@ class Target(models.Model):
     def streamed(self) -> bool:
         return self.kind in clients.STREAMING_KINDS
 
+    def clean(self) -> None:
+        if self.deployment_id is None and not self.endpoint_url.strip():
+            raise ValidationError({"endpoint_url": "Enter the endpoint URL or pick a deployment."})
+        if self.deployment_id is not None and not self.is_kaito:
+            raise ValidationError({"kind": "A KAITO deployment is reached as a KAITO kind."})
+
+    @property
+    def proxy_service(self) -> tuple[str, str]:
+        """(namespace, service) of the linked deployment's inference service."""
+        assert self.deployment is not None
+        return self.deployment.namespace, self.deployment.endpoint_service or self.deployment.name
+
     @property
     def endpoint_url_resolved(self) -> str:
-        """Where to send requests (the seam: a linked deployment's URL will win here)."""
-        return self.endpoint_url
+        """Where requests go: a linked deployment's service proxy URL (for display: the API
+        server as the cluster row shows it), else the endpoint URL."""
+        if self.deployment is None:
+            return self.endpoint_url
+        from apps.deployments.selectors import proxy_url
+
+        return proxy_url(self.deployment, "").rstrip("/") or f"(deployment {self.deployment})"
 
     def endpoint(self) -> clients.Endpoint:
+        """How to reach the target now. For a linked deployment this reads the cluster's
+        credentials (and may run a kubeconfig's exec plugin): call it off the event loop."""
+        if self.deployment is not None:
+            return self._deployment_endpoint(self.deployment)
         return clients.Endpoint(
             kind=self.kind,
             url=self.endpoint_url_resolved,
@@ -224,6 +260,30 @@ class Target(models.Model):
             api_key=self.api_key or "",
             api_version=self.api_version or clients.INFERENCE_API_VERSION,
             ca_pem=self.ca_certificate,
+        )
+
+    def _deployment_endpoint(self, deployment: Deployment) -> clients.Endpoint:
+        if deployment.status != deployment.Status.READY:
+            raise clients.ClientConfigError(
+                f"The deployment {deployment} is {deployment.get_status_display().lower()}, "
+                "not ready."
+            )
+        namespace, service = self.proxy_service
+        try:
+            proxy = kube.proxy_http_settings(
+                deployment.cluster.credentials, namespace=namespace, service=service
+            )
+        except kube.KubeError as exc:
+            raise clients.ClientConfigError(
+                f"Cluster {deployment.cluster}: {exc.message}"
+            ) from None
+        return clients.Endpoint(
+            kind=self.kind,
+            url=proxy.base_url,
+            model=self.model_name or deployment.model_name,
+            auth=clients.AUTH_NONE,
+            extra_headers=proxy.headers,
+            tls=proxy.verify,
         )
 
     def cost(self) -> CostBasis:
@@ -268,6 +328,14 @@ class Target(models.Model):
             else "",
             "region": self.region,
             "vm_size": self.vm_size.sku if self.vm_size else "",
+            "deployment": None
+            if self.deployment is None
+            else {
+                "id": self.deployment.pk,
+                "name": str(self.deployment),
+                "cluster": self.deployment.cluster.name,
+                "peak_tokens_per_minute": self.deployment.peak_tokens_per_minute,
+            },
             "cost": self.cost().as_json(),
             "compliance": self.compliance(),
         }

@@ -17,7 +17,9 @@ RUNNING_GRACE = timedelta(seconds=60)
 
 
 def target_list() -> QuerySet[Target]:
-    return Target.objects.select_related("foundry_model", "kaito_model", "vm_size")
+    return Target.objects.select_related(
+        "foundry_model", "kaito_model", "vm_size", "deployment__cluster"
+    )
 
 
 def default_target_pair() -> tuple[Target | None, Target | None]:

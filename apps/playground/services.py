@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.catalog.models import FoundryModel, KaitoModel
+from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel
 from apps.playground import clients
 from apps.playground.compliance import compliance_defaults
 from apps.playground.costs import CostBasis, cost_per_1m_tokens
@@ -32,6 +32,33 @@ PER_1M_PLACES = Decimal("1e-6")
 
 
 # --- targets -------------------------------------------------------------------------------------
+
+
+def target_deployment_link(*, target: Target, overwrite: bool = False) -> None:
+    """For a target linked to a KAITO deployment: the wire format from its runtime, the served
+    model, the catalog model, the VM size and nodes (the cost basis) and the cluster's region
+    (the compliance profile), from the deployment. ``overwrite`` False fills only what is unset.
+    The URL, auth and TLS are not stored: `Target.endpoint` reads them at request time."""
+    deployment = target.deployment
+    if deployment is None:
+        return
+    target.kind = (
+        Target.Kind.KAITO_TRANSFORMERS_CHAT
+        if deployment.runtime == deployment.Runtime.TRANSFORMERS
+        else Target.Kind.KAITO_VLLM
+    )
+    target.endpoint_url = ""
+    target.auth = Target.Auth.NONE
+    target.ca_certificate = ""
+    if overwrite or not target.model_name:
+        target.model_name = deployment.model_name
+    if overwrite or target.kaito_model is None:
+        target.kaito_model = deployment.kaito_model
+    if overwrite or target.vm_size is None:
+        target.vm_size = GpuVmSize.objects.filter(sku=deployment.vm_size).first()
+        target.node_count = deployment.node_count
+    if overwrite or not target.region:
+        target.region = deployment.cluster.region
 
 
 def target_catalog_link(*, target: Target) -> None:
@@ -106,6 +133,7 @@ def target_compliance_defaults(*, target: Target) -> None:
 
 def target_prefill(*, target: Target) -> list[str]:
     """Link the catalog, then fill in the cost basis and the compliance profile (overwriting)."""
+    target_deployment_link(target=target, overwrite=True)
     target_catalog_link(target=target)
     notes = target_cost_defaults(target=target)
     target_compliance_defaults(target=target)
@@ -114,6 +142,7 @@ def target_prefill(*, target: Target) -> list[str]:
 
 def target_save(*, target: Target) -> Target:
     """Save a target; a new one without a cost basis or a profile gets the prefilled ones."""
+    target_deployment_link(target=target)
     target_catalog_link(target=target)
     if target.cost_basis == Target.CostBasisKind.NONE and not any(
         v is not None for v in (target.input_per_1m, target.output_per_1m, target.price_per_hour)
@@ -219,7 +248,7 @@ def abrun_execute(*, run_id: int) -> ABRun | None:
         run.started_at = timezone.now()
         run.save(update_fields=["status", "started_at"])
 
-    samples = list(run.samples.select_related("target").order_by("side"))
+    samples = list(run.samples.select_related("target__deployment__cluster").order_by("side"))
     chat = run.chat_request()
     live: list[clients.Measurement] = []
     jobs: list[tuple[clients.Endpoint, clients.ChatRequest]] = []

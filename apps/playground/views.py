@@ -181,7 +181,9 @@ def _target_form(request: HttpRequest, target: Target) -> HttpResponse:
             draft = form.instance
             notes = target_prefill(target=draft)
             data = request.POST.copy()
-            for name in TargetForm.GROUPS["Cost basis"] + TargetForm.GROUPS["Compliance profile"]:
+            linked = ["kind", "endpoint_url", "model_name", "auth", "region"]
+            groups = TargetForm.GROUPS["Cost basis"] + TargetForm.GROUPS["Compliance profile"]
+            for name in (linked if draft.deployment_id else []) + groups:
                 value = getattr(draft, name)
                 if hasattr(value, "pk"):
                     value = value.pk
