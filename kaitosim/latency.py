@@ -102,6 +102,8 @@ from typing import Any
 
 import yaml
 
+from kaitosim.model_sizing import ModelSpec
+
 GIB = 1024**3
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference"
@@ -274,34 +276,6 @@ def runtime_versions() -> dict[str, str]:
     return {str(k): str(v) for k, v in versions.items()}
 
 
-def _parse_gib(value: Any) -> float:
-    text = str(value).strip()
-    match = re.match(r"([\d.]+)\s*(Gi|G|Mi|M|Ti|T)?", text)
-    if not match:
-        return 0.0
-    number = float(match.group(1))
-    unit = (match.group(2) or "Gi").lower()
-    return {
-        "gi": 1.0,
-        "g": 1e9 / GIB,
-        "mi": 1 / 1024,
-        "m": 1e6 / GIB,
-        "ti": 1024.0,
-        "t": 1e12 / GIB,
-    }[unit] * number
-
-
-def _kv_bytes_per_token(entry: dict[str, Any]) -> int:
-    layers = int(entry.get("numHiddenLayers") or 32)
-    if entry.get("kvLoraRank"):
-        return (int(entry["kvLoraRank"]) + int(entry.get("qkRopeHeadDim") or 64)) * layers * 2
-    hidden = int(entry.get("hiddenSize") or 4096)
-    heads = int(entry.get("numAttentionHeads") or 32)
-    head_dim = int(entry.get("headDim") or hidden // max(1, heads))
-    kv_heads = int(entry.get("numKeyValueHeads") or heads)
-    return 2 * layers * kv_heads * head_dim * 2
-
-
 def resolve_hf_id(preset: str) -> str | None:
     """Map a Workspace preset name (short KAITO name or Hugging Face id) to a catalog HF id."""
     key = preset.strip().lower()
@@ -349,7 +323,9 @@ def model_profile(preset: str) -> ModelProfile:
         hf_id = preset
     assert hf_id is not None
     key = hf_id.lower()
-    weights_gib = _parse_gib(entry.get("modelFileSize", "14Gi"))
+    # Weight size and KV bytes per token exactly as the catalog's sizing module reads them.
+    spec = ModelSpec.from_catalog_entry(entry)
+    weights_gib = spec.weights_gib
     if key in _DOUBLE_COUNTED:
         weights_gib /= 2
         assumptions.append("catalog size counts the weights twice; halved")
@@ -380,7 +356,7 @@ def model_profile(preset: str) -> ModelProfile:
         total_params_b=total_b,
         num_layers=int(entry.get("numHiddenLayers") or 32),
         hidden_size=int(entry.get("hiddenSize") or 4096),
-        kv_bytes_per_token=_kv_bytes_per_token(entry),
+        kv_bytes_per_token=spec.kv_bytes_per_token,
         token_limit=int(entry.get("modelTokenLimit") or 4096),
         architecture=arch,
         quant=quant,
