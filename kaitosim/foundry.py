@@ -258,6 +258,10 @@ class RequestRecord:
     reasoning_tokens: int = 0
     ttft_s: float = 0.0
     stream: bool = False
+    # time.perf_counter() when the request arrived and when its first token was written, so a
+    # client in the same process can check its own timing points against the server's.
+    received_at: float = 0.0
+    first_token_written_at: float | None = None
 
     def cost_usd(self, deployment: Deployment) -> float:
         return (
@@ -751,6 +755,7 @@ class FoundryServer:
     async def _chat(
         self, request: web.Request, body: dict[str, Any], deployment: Deployment, surface: str
     ) -> web.StreamResponse:
+        received_at = time.perf_counter()
         params = self._validate(body, deployment)
         messages: list[dict[str, Any]] = body["messages"]
         prompt_tokens = self.engine.chat_tokens(messages)
@@ -763,6 +768,7 @@ class FoundryServer:
             status=429,
             prompt_tokens=prompt_tokens,
             stream=bool(body.get("stream")),
+            received_at=received_at,
         )
         self.records.append(record)
         limit_headers = self._rate_limit(deployment, estimate)
@@ -838,6 +844,7 @@ class FoundryServer:
             await self._stream(
                 request,
                 response,
+                record,
                 deployment,
                 surface,
                 body,
@@ -907,6 +914,7 @@ class FoundryServer:
         self,
         request: web.Request,
         response: web.StreamResponse,
+        record: RequestRecord,
         deployment: Deployment,
         surface: str,
         body: Mapping[str, Any],
@@ -993,6 +1001,8 @@ class FoundryServer:
                             ],
                         }
                     )
+                if sent == 0:
+                    record.first_token_written_at = time.perf_counter()
                 sent = due
                 await response.write(bytes(out))
                 if self.fault == "stream_cut" and sent >= self.stream_cut_after_tokens:

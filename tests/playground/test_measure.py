@@ -51,9 +51,17 @@ def test_ttft_matches_when_the_simulated_service_sent_the_first_token(
     foundry: FoundryServer,
 ) -> None:
     m = clients.measure_sync(foundry_endpoint(foundry), CHAT, timeout_s=20)
-    planned_ms = foundry.records[-1].ttft_s / foundry.speed * 1000
-    assert m.ttft_ms is not None
-    assert planned_ms <= m.ttft_ms < planned_ms + 100
+    record = foundry.records[-1]
+    planned_ms = record.ttft_s / foundry.speed * 1000
+    assert m.ttft_ms is not None and m.sent_at is not None and m.first_token_at is not None
+    assert planned_ms <= m.ttft_ms
+    # The server runs in this process: its clock and the harness's are the same perf_counter.
+    # The harness's timing points bracket the server's own: it sent before the server received,
+    # and saw the first token after the server wrote it (how close is bench/'s question).
+    assert record.first_token_written_at is not None
+    assert m.sent_at <= record.received_at
+    assert record.first_token_written_at <= m.first_token_at
+    assert m.ttft_ms == pytest.approx((m.first_token_at - m.sent_at) * 1000)
 
 
 def test_the_model_inference_api_streams_text_and_reports_usage(foundry: FoundryServer) -> None:
@@ -141,7 +149,7 @@ def test_a_hung_engine_times_out_with_what_was_awaited(loop_thread: LoopThread) 
     assert m.error_kind == "timeout"
     assert m.http_status == 200  # vLLM sends its headers before the first token
     assert m.error_message == "Timed out after 0.5 s waiting for the first token."
-    assert m.e2e_ms is not None and 450 < m.e2e_ms < 1500
+    assert m.e2e_ms is not None and m.e2e_ms >= 500
     assert m.output_tokens is None  # no answer came: nothing to count or to price
 
 
@@ -212,10 +220,13 @@ def test_two_requests_start_together_and_one_failing_leaves_the_other(
     assert_streamed_with_server_usage(kaito)
     assert failed.http_status == 401
     assert all(m.ok for m in both.measurements)
-    assert both.start_skew_ms is not None and 0 <= both.start_skew_ms < 20
     a, b = both.measurements
     assert a.sent_at is not None and b.sent_at is not None
+    assert both.start_skew_ms is not None
     assert abs(a.sent_at - b.sent_at) * 1000 == pytest.approx(both.start_skew_ms)
+    # together: both requests were out before either side saw its first token
+    assert a.first_token_at is not None and b.first_token_at is not None
+    assert max(a.sent_at, b.sent_at) <= min(a.first_token_at, b.first_token_at)
 
 
 def test_a_side_that_cannot_be_prepared_does_not_hold_the_other_back(
