@@ -42,8 +42,11 @@ def test_both_sides_are_measured_and_priced(foundry: FoundryServer, vllm: Infere
     )
     finished = abrun_execute(run_id=run.pk)
     assert finished is not None and finished.status == ABRun.Status.DONE
-    assert finished.start_skew_ms is not None and finished.start_skew_ms < 20
+    assert finished.start_skew_ms is not None
     kaito, azure = Sample.objects.filter(run=run).order_by("side")
+    # together: the second request left before the first one's first token came back
+    assert kaito.ttft_ms is not None and azure.ttft_ms is not None
+    assert finished.start_skew_ms <= min(kaito.ttft_ms, azure.ttft_ms)
     for sample in (kaito, azure):
         assert sample.status == Sample.Status.DONE, sample.error_message
         assert sample.output_tokens == 24 and not sample.tokens_estimated
