@@ -49,9 +49,14 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
+    """Comma-separated (or, from a `*_FILE`, also one item a line)."""
+    if os.environ.get(f"{name}_FILE"):
+        raw = env_str(name).replace("\n", ",")
+    else:
+        found = os.environ.get(name)
+        if found is None:
+            return default
+        raw = found
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 

@@ -62,6 +62,29 @@ def test_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_encryption_keys_may_come_from_a_file_one_a_line(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    second = Fernet.generate_key().decode()
+    keys = tmp_path / "keys"
+    keys.write_text(f"{GOOD_KEY}\n{second}\n")
+    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    clean.update(
+        DJANGO_SETTINGS_MODULE="kaitoweb.settings",
+        SECRET_KEY="s" * 50,
+        ENCRYPTION_KEYS_FILE=str(keys),
+    )
+    code = (
+        "import django; from django.conf import settings; django.setup(); "
+        "print(' '.join(k.decode() for k in settings.ENCRYPTION_KEYS))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [GOOD_KEY, second]
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
