@@ -13,6 +13,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
 
+from kaitoweb.redaction import remember_secret
+
 _PREFIX = "fernet:"
 
 
@@ -50,12 +52,15 @@ class EncryptedTextField(models.TextField):
     def get_prep_value(self, value: Any) -> Any:
         if value in (None, ""):
             return value
+        remember_secret(str(value))  # redacted from logs and error messages from now on
         return SecretBox().seal(str(value))
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if value in (None, ""):
             return value
         try:
-            return SecretBox().open(value)
+            plaintext = SecretBox().open(value)
         except SecretUnreadable as exc:
             raise SecretUnreadable(f"{self.model.__name__}.{self.name}: {exc}") from None
+        remember_secret(plaintext)  # redacted from logs and error messages from now on
+        return plaintext

@@ -10,10 +10,14 @@ os.environ.setdefault("ENCRYPTION_KEYS", "dGVzdC1vbmx5LWtleS1ub3QtZm9yLXByb2R1Y3
 # A queue of this run's own, so a test's worker never takes a developer's tasks or vice versa.
 os.environ.setdefault("CELERY_QUEUE", f"kaitoweb-test-{os.getpid()}")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+# The test client and the live server speak plain HTTP (production redirects to HTTPS).
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 
 from kaitoweb.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# This run's own cache keys, so login rate-limit counters never carry over between runs.
+CACHES["default"]["KEY_PREFIX"] = f"kaitoweb-test-{os.getpid()}"  # noqa: F405
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 WHITENOISE_USE_FINDERS = True  # serve static files from their sources; no collectstatic in tests
 WHITENOISE_AUTOREFRESH = True

@@ -9,7 +9,7 @@ from django.db import transaction
 from apps.accounts.roles import Role
 
 # Apps whose models the admin role edits in Django admin; viewers and operators may view them.
-ADMINISTERED_APPS = ("catalog", "clusters", "deployments", "audit", "playground")
+ADMINISTERED_APPS = ("accounts", "catalog", "clusters", "deployments", "audit", "playground")
 
 
 def role_permissions_sync(*, using: str = "default") -> None:

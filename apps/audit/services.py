@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, cast
 from apps.audit.models import AuditEntry
 
 if TYPE_CHECKING:
+    from django.contrib.admin.models import LogEntry
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 
 SYSTEM_ACTOR = "kaitoweb"  # work done by a Celery task on nobody's direct request
@@ -37,3 +38,19 @@ def acting_user(actor: AbstractBaseUser | AnonymousUser | None) -> User | None:
     if actor is None or not actor.is_authenticated:
         return None
     return cast("User", actor)
+
+
+_ADMIN_VERBS = {1: "add", 2: "change", 3: "delete"}
+
+
+def audit_admin_change(*, entry: LogEntry) -> AuditEntry:
+    """The audit line for one change made in Django admin (from its own LogEntry)."""
+    model = entry.content_type.model if entry.content_type else "object"
+    verb = _ADMIN_VERBS.get(entry.action_flag, "change")
+    return audit_record(
+        actor=entry.user,
+        action=f"admin.{model}.{verb}",
+        outcome=AuditEntry.Outcome.OK,
+        target=f"{model} {entry.object_repr}",
+        detail=entry.get_change_message(),
+    )

@@ -7,12 +7,21 @@ from django.core.validators import RegexValidator
 
 from apps.clusters import kube
 from apps.clusters.models import Cluster
+from kaitoweb import urlcheck
 
 dns_label = RegexValidator(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     "Use lowercase letters, digits and '-', starting and ending with a letter or digit.",
 )
 MAX_KUBECONFIG_BYTES = 512 * 1024
+
+
+class SecretTextarea(forms.Textarea):
+    """A textarea that never renders its value back: a form shown again after an error asks
+    for the kubeconfig again rather than put its credentials into the page."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
 
 
 class ClusterForm(forms.Form):
@@ -27,10 +36,11 @@ class ClusterForm(forms.Form):
     kubeconfig = forms.CharField(
         required=False,
         strip=False,
-        widget=forms.Textarea(
+        widget=SecretTextarea(
             attrs={"rows": 8, "spellcheck": "false", "class": "mono", "autocomplete": "off"}
         ),
-        help_text="Pasted here or uploaded below. Encrypted at rest; never shown again.",
+        help_text="Pasted here or uploaded below. Encrypted at rest; never shown again (not even "
+        "when the form comes back with an error: paste it again then).",
     )
     kubeconfig_file = forms.FileField(required=False, label="or upload a kubeconfig")
     context = forms.CharField(
@@ -97,4 +107,11 @@ class ClusterForm(forms.Form):
                     "context",
                     f"The kubeconfig has no context {context!r}; it has: {', '.join(contexts)}.",
                 )
+                return data
+            server = kube.kubeconfig_server(text, context)
+            if server:
+                try:
+                    urlcheck.endpoint_url_check(server)
+                except urlcheck.UrlRefused as exc:
+                    self.add_error("kubeconfig", f"The API server {server}: {exc}")
         return data

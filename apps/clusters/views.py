@@ -7,6 +7,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.accounts.roles import Role, has_role, role_required
+from apps.audit.models import AuditEntry
+from apps.audit.services import audit_record
 from apps.clusters import kube
 from apps.clusters.forms import ClusterForm
 from apps.clusters.models import Cluster
@@ -125,8 +127,24 @@ def cluster_scan_view(request: HttpRequest, name: str) -> HttpResponse:
     try:
         found = cluster_scan(cluster=cluster, follow=True)
     except kube.KubeError as error:
+        audit_record(
+            actor=request.user,
+            action="cluster.scan",
+            outcome=AuditEntry.Outcome.FAILED,
+            target=cluster.name,
+            cluster_name=cluster.name,
+            detail=error.message,
+        )
         messages.error(request, f"Could not list the cluster's Workspaces: {error.message}")
     else:
+        audit_record(
+            actor=request.user,
+            action="cluster.scan",
+            outcome=AuditEntry.Outcome.OK,
+            target=cluster.name,
+            cluster_name=cluster.name,
+            detail=f"{len(found)} Workspace(s) found that kaitoweb did not know",
+        )
         messages.info(
             request,
             f"Found {len(found)} Workspace(s) kaitoweb did not know; they are listed read-only "

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from kaitoweb.redaction import yaml_error_text
+
 WORKSPACE_API_VERSION = "kaito.sh/v1beta1"
 DEPLOYMENT_LABEL = "kaitoweb.io/deployment-uid"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -260,7 +262,7 @@ def bundle_parse(text: str, *, namespace: str, deployment_uid: str) -> Bundle:
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise ManifestError(f"the YAML cannot be read: {exc}") from None
+        raise ManifestError(f"the YAML cannot be read: {yaml_error_text(exc)}") from None
     if not documents:
         raise ManifestError("there is no YAML document to apply")
     objects: list[dict[str, Any]] = []

@@ -69,6 +69,7 @@ import httpcore  # noqa: F401
 import httpx
 
 from apps.playground.stats import percentile
+from kaitoweb.redaction import redact
 
 # httpx loads its transport stack (httpcore, h11, anyio's asyncio backend) on a client's first
 # request; in a fresh worker that is ~15 ms of imports on the start line, which one side of a
@@ -225,7 +226,7 @@ class Measurement:
     def fail(self, kind: str, message: str) -> None:
         self.state = "failed"
         self.error_kind = kind
-        self.error_message = message
+        self.error_message = redact(message)  # a provider may echo the key back
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from apps.playground.experiments import MAX_TIMEOUT_S as EXPERIMENT_MAX_TIMEOUT_
 from apps.playground.models import ABRun, Experiment, Target
 from apps.playground.prompts import PromptSetError, builtin_load, builtin_names, parse_upload
 from apps.playground.tasks import MAX_RUN_TIMEOUT_S
+from kaitoweb import urlcheck
 
 
 class VmSizeChoiceField(forms.ModelChoiceField):
@@ -126,6 +127,8 @@ class TargetForm(forms.ModelForm):
             Deployment.objects.filter(ready).select_related("cluster").order_by("cluster", "name")
         )
         deployment.empty_label = "None: use the endpoint URL"
+        # A picked deployment decides the kind (clean), so the browser must not insist on one.
+        self.fields["kind"].required = False
         if self.instance.pk and self.instance.api_key:
             self.fields["api_key"].help_text = "A key is stored, encrypted. Leave empty to keep it."
 
@@ -136,6 +139,15 @@ class TargetForm(forms.ModelForm):
         key = str(self.cleaned_data.get("api_key") or "")
         # An empty field keeps the stored key (the page never shows it back).
         return key or (self.instance.api_key if self.instance.pk else "") or ""
+
+    def clean_endpoint_url(self) -> str:
+        url = str(self.cleaned_data.get("endpoint_url") or "").strip()
+        if url:
+            try:
+                urlcheck.endpoint_url_check(url)
+            except urlcheck.UrlRefused as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return url
 
     def clean_ca_certificate(self) -> str:
         pem = str(self.cleaned_data.get("ca_certificate") or "").strip()
@@ -161,6 +173,8 @@ class TargetForm(forms.ModelForm):
                 data["model_name"] = linked.model_name
             return data
         kind = data.get("kind")
+        if not kind:
+            self.add_error("kind", "Pick what the endpoint speaks, or a KAITO deployment.")
         if data.get("auth") == Target.Auth.API_KEY and not data.get("api_key"):
             self.add_error("api_key", "Enter the API key (or pick another authentication).")
         if kind in Target.FOUNDRY_KINDS and not data.get("model_name"):

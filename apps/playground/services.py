@@ -22,6 +22,7 @@ from apps.playground import clients
 from apps.playground.compliance import compliance_defaults
 from apps.playground.costs import CostBasis, cost_per_1m_tokens
 from apps.playground.models import ABRun, Sample, Target
+from kaitoweb.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def abrun_execute(*, run_id: int) -> ABRun | None:
     except Exception as exc:
         logger.exception("A/B run %s failed", run.pk)
         run.status = ABRun.Status.FAILED
-        run.error = f"{type(exc).__name__}: {exc}"
+        run.error = redact(f"{type(exc).__name__}: {exc}")
     for sample, m in measured:
         _sample_apply(sample, m)
         sample.save()

@@ -19,6 +19,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.accounts.roles import Role, has_role, role_required
+from apps.audit.services import audit_record
 from apps.playground.forms import NoteForm, PlaygroundForm, TargetForm
 from apps.playground.models import ABRun, Target
 from apps.playground.selectors import (
@@ -88,6 +89,9 @@ def run_create(request: HttpRequest) -> HttpResponse:
         timeout_s=data["timeout_s"],
         note=data["note"],
     )
+    audit_record(
+        actor=request.user, action="playground.run", outcome="requested", target=f"run {run.pk}"
+    )
     return redirect(run)
 
 
@@ -135,6 +139,13 @@ def run_again(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
         return redirect(run)
+    audit_record(
+        actor=request.user,
+        action="playground.run",
+        outcome="requested",
+        target=f"run {new.pk}",
+        detail=f"again, from run {run.pk}",
+    )
     if request.headers.get("HX-Request"):
         return HttpResponseClientRedirect(new.get_absolute_url())
     return redirect(new)
@@ -147,6 +158,9 @@ def run_note(request: HttpRequest, pk: int) -> HttpResponse:
     form = NoteForm(request.POST)
     if form.is_valid():
         abrun_note_update(run=run, note=form.cleaned_data["note"])
+        audit_record(
+            actor=request.user, action="playground.note", outcome="ok", target=f"run {run.pk}"
+        )
         messages.success(request, "Note saved.")
     return redirect(run)
 
@@ -202,7 +216,15 @@ def _target_form(request: HttpRequest, target: Target) -> HttpResponse:
             if request.POST.get("api_key"):
                 notes.append("Enter the API key again before saving: a key is never sent back.")
         elif form.is_valid():
+            created = target.pk is None
             saved = target_save(target=form.save(commit=False))
+            audit_record(
+                actor=request.user,
+                action="target.create" if created else "target.update",
+                outcome="ok",
+                target=saved.name,
+                detail=f"fields: {', '.join(form.changed_data)}",  # names only, never values
+            )
             messages.success(request, f"Target {saved.name} saved.")
             return redirect("playground:targets")
     else:
@@ -216,5 +238,6 @@ def _target_form(request: HttpRequest, target: Target) -> HttpResponse:
 def target_delete(request: HttpRequest, pk: int) -> HttpResponse:
     target = get_object_or_404(Target, pk=pk)
     target.delete()
+    audit_record(actor=request.user, action="target.delete", outcome="ok", target=target.name)
     messages.success(request, f"Target {target.name} deleted; past runs keep what they measured.")
     return redirect("playground:targets")

@@ -8,6 +8,8 @@
  *  - failed htmx requests (4xx/5xx/network) show an error banner in #messages,
  *    since htmx does not swap error responses. (With DEBUG, django-htmx's own
  *    script shows Django's error page for 400/403/404/500 instead.)
+ *  - form[data-confirm] asks before submitting; select[data-autosubmit] submits its form
+ *    (instead of inline onsubmit/onchange handlers, which the Content-Security-Policy blocks).
  *  - if plotly.js was loaded by components/plotly_script.html: global defaults
  *    that keep charts offline (no "share to cloud" button, no logo link).
  */
@@ -92,6 +94,22 @@
     var selector = button.getAttribute("data-dismiss") || ".alert";
     var box = button.closest(selector);
     if (box) box.remove();
+  });
+
+  // No inline event handlers (the Content-Security-Policy blocks them): forms ask before
+  // submitting with data-confirm="question", selects submit their form with data-autosubmit.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form && form.getAttribute ? form.getAttribute("data-confirm") : null;
+    if (question && !window.confirm(question)) event.preventDefault();
+  }, true);
+
+  document.addEventListener("change", function (event) {
+    var field = event.target;
+    if (field && field.hasAttribute && field.hasAttribute("data-autosubmit") && field.form) {
+      if (typeof field.form.requestSubmit === "function") field.form.requestSubmit();
+      else field.form.submit();
+    }
   });
 
   if (window.Plotly && typeof window.Plotly.setPlotConfig === "function") {

@@ -27,13 +27,16 @@ def test_a_viewer_filters_and_sorts_the_catalog_without_a_page_reload(
     page.evaluate("window.__noReload = true")
 
     page.select_option("select[name=gated]", "yes")
-    page.wait_for_function("document.querySelectorAll('#catalog-table tbody tr').length === 4")
+    # Predicates are functions, evaluated once: the pages' CSP forbids eval of expressions.
+    page.wait_for_function(
+        "() => document.querySelectorAll('#catalog-table tbody tr').length === 4"
+    )
     assert "gated=yes" in page.url  # the filter is in the address, so the view can be shared
 
     page.select_option("select[name=gated]", "")
     page.fill("input[name=q]", "phi-4")
     page.wait_for_function(
-        "[...document.querySelectorAll('#catalog-table tbody tr')]"
+        "() => [...document.querySelectorAll('#catalog-table tbody tr')]"
         ".every(r => r.dataset.name.toLowerCase().includes('phi-4'))"
     )
     names = rows.evaluate_all("rs => rs.map(r => r.dataset.name)")
@@ -43,7 +46,7 @@ def test_a_viewer_filters_and_sorts_the_catalog_without_a_page_reload(
     page.select_option("select[name=source]", "kaito")
     page.select_option("select[name=fits_on]", "Standard_NV36ads_A10_v5")
     page.wait_for_function(
-        "!document.querySelector('[data-name=\"meta-llama/Llama-3.3-70B-Instruct\"]')"
+        "() => !document.querySelector('[data-name=\"meta-llama/Llama-3.3-70B-Instruct\"]')"
         " && !!document.querySelector('[data-name=\"microsoft/Phi-4-mini-instruct\"]')"
     )
     page.click("th a:has-text('Context')")
@@ -64,7 +67,7 @@ def test_a_viewer_filters_and_sorts_the_catalog_without_a_page_reload(
     a10 = page.locator('tr[data-sku="Standard_NV36ads_A10_v5"]')
     # 131,072 tokens of KV cache (16 GiB) and the weights need two A10s: two one-GPU nodes
     page.wait_for_function(
-        "document.querySelector('tr[data-sku=\"Standard_NV36ads_A10_v5\"] td:nth-child(5)')"
+        "() => document.querySelector('tr[data-sku=\"Standard_NV36ads_A10_v5\"] td:nth-child(5)')"
         ".textContent.trim() === '2'"
     )
     assert a10.locator("td").nth(3).inner_text().strip() == "2"

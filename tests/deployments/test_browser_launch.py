@@ -63,7 +63,7 @@ def test_an_operator_launches_a_preset_watches_it_become_ready_chats_and_tears_i
     page.click("#launch-on-kaito")
     assert page.input_value("select[name=model]") == "microsoft/Phi-4-mini-instruct"
     page.wait_for_function(
-        "document.querySelector('input[name=name]').value === 'phi-4-mini-instruct'"
+        "() => document.querySelector('input[name=name]').value === 'phi-4-mini-instruct'"
     )
     first_size = page.locator("select[name=vm_size] option").first.inner_text()
     assert " · fits · 1 node · $" in first_size

@@ -147,6 +147,37 @@ def test_the_target_form_lists_ready_deployments_and_prefills_from_one(
     assert target.model_name == phi.model_name and target.price_per_hour is not None
 
 
+def test_picking_a_deployment_is_enough_and_neither_kind_nor_deployment_is_an_error(
+    client_as: Callable[[Role | None], Client], phi: Deployment
+) -> None:
+    operator = client_as(Role.OPERATOR)
+    page = operator.get("/playground/targets/new/").content.decode()
+    start = page.index('<select name="kind"')
+    kind_select = page[start : page.index(">", start)]
+    assert "required" not in kind_select  # the browser lets a deployment stand for the kind
+    base = {
+        "auth": Target.Auth.NONE,
+        "api_version": clients.INFERENCE_API_VERSION,
+        "cost_basis": Target.CostBasisKind.NONE,
+        "price_factor": "1",
+        "node_count": "1",
+    }
+    picked = operator.post(
+        "/playground/targets/new/", {**base, "name": "only-deployment", "deployment": phi.pk}
+    )
+    assert picked.status_code == 302, picked.context["form"].errors
+    assert Target.objects.get(name="only-deployment").kind == Target.Kind.KAITO_VLLM
+    neither = operator.post(
+        "/playground/targets/new/",
+        {**base, "name": "nothing", "endpoint_url": "http://127.0.0.1:9/v1"},
+    )
+    assert neither.status_code == 200
+    assert neither.context["form"].errors["kind"] == [
+        "Pick what the endpoint speaks, or a KAITO deployment."
+    ]
+    assert not Target.objects.filter(name="nothing").exists()
+
+
 def test_a_kubeconfig_with_a_client_certificate_is_used_for_tls(
     cluster: Cluster, tmp_path: object
 ) -> None:

@@ -132,7 +132,7 @@ def test_the_compliance_defaults_rest_on_facts_the_reference_file_still_states(
     assert phrase in re.sub(r"\s+", " ", comments)
 
 
-def test_an_in_cluster_service_name_is_a_valid_endpoint_but_ftp_is_not() -> None:
+def test_an_in_cluster_service_name_is_a_valid_endpoint_but_ftp_is_not(db: None) -> None:
     from django.core.exceptions import ValidationError
 
     from apps.playground.models import validate_endpoint_url
