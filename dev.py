@@ -93,6 +93,12 @@ def run() -> None:
             "--speed",
             env.get("KAITOSIM_SPEED", "20"),
         )
+        # Register it as the "kaitosim" cluster and its Foundry as targets (new credentials on
+        # every start); the app still runs if this fails, and "Add the local simulator" remains.
+        say("registering the simulator's cluster and Foundry targets")
+        setup = [*manage, "demo_setup", "--state-dir", VAR / "kaitosim", "--wait", "60"]
+        if subprocess.run([str(a) for a in setup], cwd=ROOT, env=env).returncode != 0:
+            say("demo_setup failed (see above); add the simulator from the Clusters page")
     start(
         "the Celery worker (with beat)",
         PY,

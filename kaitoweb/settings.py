@@ -22,6 +22,8 @@ from kaitoweb.env import (
     env_list,
     env_str,
 )
+from kaitoweb.observability.logs import logging_config
+from kaitoweb.redaction import install_log_redaction
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("KAITOWEB_VAR_DIR", str(BASE_DIR / "var")))
@@ -86,7 +88,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id, the request log line and the request metrics cover everything below.
+    "kaitoweb.observability.middleware.RequestObservationMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "kaitoweb.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -171,7 +176,9 @@ REDIS_URL = env_str("REDIS_URL")
 CELERY_BROKER_DIR = VAR_DIR / "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = check_redis_url(REDIS_URL)
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "visibility_timeout": env_int("REDIS_VISIBILITY_TIMEOUT", 3600)
+    }
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -193,6 +200,9 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A restarted broker is waited for, not given up on (None: retry for ever).
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULE = {
     # Brings every active deployment up to date from its cluster and takes over launches,
     # teardowns and follows that a dead worker left unfinished (apps/deployments/services.py).
@@ -201,18 +211,81 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("DEPLOYMENTS_RECONCILE_SECONDS", 15)),
         "options": {"expires": 60},
     },
+    # Restarts experiment task chains a dead worker, a lost message or a restarted broker left
+    # unfinished; fails, with the reason, an experiment that cannot go on (experiments.py).
+    "experiments-resume": {
+        "task": "apps.playground.tasks.experiments_resume",
+        "schedule": float(env_int("EXPERIMENTS_RESUME_SECONDS", 15)),
+        "options": {"expires": 60},
+    },
 }
 
+# Security (README "Security"): every default is the secure one when DEBUG is off; each can be
+# changed from the environment, e.g. SECURE_SSL_REDIRECT=0 for plain HTTP on localhost.
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)  # a working day, then sign in again
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# No script reads the CSRF cookie: pages hand htmx the token through hx-headers (base.html).
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Probes and scrapers speak plain HTTP to the pod; they are never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+# Only behind a proxy that sets X-Forwarded-Proto itself (an ingress, a load balancer): a client
+# could send the header too when no proxy strips it.
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies in front of the app append to X-Forwarded-For (for the login rate limit's
+# client address); 0: the peer address is the client.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "kaitoweb.security.SecretsExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "kaitoweb.security.SecretsExceptionReporter"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
+# Login rate limit (apps/accounts/login_limits.py): after this many failures within the window,
+# for one username or one client address, further attempts are refused until the window ends.
+LOGIN_MAX_FAILURES_PER_USERNAME = env_int("LOGIN_MAX_FAILURES_PER_USERNAME", 5)
+LOGIN_MAX_FAILURES_PER_IP = env_int("LOGIN_MAX_FAILURES_PER_IP", 20)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60)
+
+# Endpoint URLs users enter (kaitoweb/urlcheck.py): the cloud metadata addresses and link-local
+# ranges are refused unless this is on (or an admin allows them under Admin > Security settings).
+ALLOW_LINK_LOCAL_ENDPOINTS = env_bool("ALLOW_LINK_LOCAL_ENDPOINTS", False)
+
+# The cache holds the login rate limit's counters, so it must be shared by every web process
+# (gunicorn runs several workers): Redis when there is one, else files under var/.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "kaitoweb",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": "kaitoweb",
+        }
+    }
+
+# Logs (kaitoweb/observability/logs.py): one JSON object a line, with the request id, user and
+# path or the Celery task, unless LOG_FORMAT=plain; plain by default under DEBUG.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json").strip().lower()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# Every log record, from any logger, has credentials redacted (kaitoweb/redaction.py).
+install_log_redaction()
+# /metrics answers a request with "Authorization: Bearer <METRICS_TOKEN>"; with none set, only
+# direct requests from loopback (kaitoweb/observability/views.py).
+METRICS_TOKEN = env_str("METRICS_TOKEN")

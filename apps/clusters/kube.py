@@ -29,6 +29,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from kaitoweb.redaction import redact, yaml_error_text
+
 KAITO_GROUP = "kaito.sh"
 KAITO_VERSION = "v1beta1"
 WORKSPACES = "workspaces"
@@ -46,6 +48,39 @@ READ_RETRIES = 2
 READ_BACKOFF = 0.1
 
 
+@dataclass(frozen=True)
+class Permission:
+    """What RBAC must allow for the calls this module makes. ``cluster_wide``: needed across all
+    namespaces (a cluster-scoped kind, or a list over every namespace); otherwise needed in each
+    namespace kaitoweb deploys to (and events in ``default``, where node events are)."""
+
+    group: str
+    resource: str  # with its subresource: "pods/log", "services/proxy"
+    verbs: tuple[str, ...]
+    cluster_wide: bool
+    why: str
+
+
+# Exactly what the methods of `Kube` and `proxy_http_settings` ask the API server for. The
+# Kubernetes manifests' ClusterRoles (deploy/kubernetes/base/rbac.yaml) grant this and no more, a
+# test checks that they match, and another that the app's calls stay within it. Discovery,
+# /version and SelfSubjectAccessReviews are allowed to every authenticated user by default.
+REQUIRED_PERMISSIONS: tuple[Permission, ...] = (
+    Permission("", "namespaces", ("create", "get"), True, "launch into a new namespace"),
+    Permission("", "nodes", ("list",), True, "the GPU nodes a workspace runs on"),
+    Permission(KARPENTER_GROUP, NODECLAIMS, ("list",), True, "node provisioning, left-over nodes"),
+    Permission(KAITO_GROUP, WORKSPACES, ("list",), True, "find workspaces made elsewhere"),
+    Permission(KAITO_GROUP, WORKSPACES, ("create", "delete", "get", "patch"), False, "deploy"),
+    Permission("", "configmaps", ("create", "delete", "get", "list", "update"), False, "config"),
+    Permission("", "secrets", ("create", "delete", "get", "list", "update"), False, "HF token"),
+    Permission("", "services", ("get",), False, "the inference endpoint"),
+    Permission("", "services/proxy", ("create",), False, "chat and A/B through the proxy"),
+    Permission("", "pods", ("list",), False, "the workspace's pods"),
+    Permission("", "pods/log", ("get",), False, "the pod log"),
+    Permission("", "events", ("list",), False, "what KAITO and the nodes report"),
+)
+
+
 class KubeError(Exception):
     """Something the cluster (or the way to it) said no to, in plain words."""
 
@@ -53,6 +88,7 @@ class KubeError(Exception):
     transient = False
 
     def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        message = redact(message)  # a server may echo a token or key back in its error
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -170,7 +206,9 @@ def kubeconfig_contexts(text: str) -> tuple[list[str], str]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise KubeconfigInvalid(f"the kubeconfig is not valid YAML: {exc}") from None
+        raise KubeconfigInvalid(
+            f"the kubeconfig is not valid YAML: {yaml_error_text(exc)}"
+        ) from None
     if not isinstance(document, dict) or not isinstance(document.get("contexts"), list):
         raise KubeconfigInvalid("the kubeconfig has no contexts")
     names = [
