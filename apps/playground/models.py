@@ -8,7 +8,6 @@ refreshed token is picked up by the next request. ``kind`` says which wire forma
 
 from __future__ import annotations
 
-import ipaddress
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel
 from apps.clusters import kube
 from apps.playground import clients
 from apps.playground.costs import CostBasis
+from kaitoweb import urlcheck
 from kaitoweb.secrets import EncryptedTextField
 
 if TYPE_CHECKING:
@@ -34,13 +34,12 @@ def validate_endpoint_url(value: str) -> None:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError("Enter an http:// or https:// URL with a host name.")
+    # Cloud metadata and link-local addresses, by literal and by DNS, unless an admin allows
+    # them (kaitoweb/urlcheck.py).
     try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return
-    if address.is_link_local:
-        # 169.254.169.254 and the like: a cloud's instance metadata, never an inference endpoint
-        raise ValidationError("A link-local address (instance metadata) is not an endpoint.")
+        urlcheck.endpoint_url_check(value)
+    except urlcheck.UrlRefused as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Target(models.Model):
@@ -252,6 +251,10 @@ class Target(models.Model):
         credentials (and may run a kubeconfig's exec plugin): call it off the event loop."""
         if self.deployment is not None:
             return self._deployment_endpoint(self.deployment)
+        try:  # again at request time: the name may resolve elsewhere now (DNS rebinding)
+            urlcheck.endpoint_url_check(self.endpoint_url)
+        except urlcheck.UrlRefused as exc:
+            raise clients.ClientConfigError(f"Endpoint URL refused: {exc}") from None
         return clients.Endpoint(
             kind=self.kind,
             url=self.endpoint_url_resolved,
@@ -461,7 +464,15 @@ class Sample(models.Model):
     error_message = models.TextField(blank=True)
     retry_after_s = models.FloatField(null=True, blank=True)
     claim = models.CharField(
-        max_length=64, blank=True, help_text="The task measuring it (a redelivery reclaims it)."
+        max_length=64, blank=True, help_text="The task execution measuring it (its fence)."
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Refreshed while a task measures it; a stale one was left by a dead task.",
+    )
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Requests sent for it (more than one after 429 answers)."
     )
 
     class Meta:
@@ -539,6 +550,12 @@ class Experiment(models.Model):
         max_length=10, choices=StoragePolicy.choices, default=StoragePolicy.TEXT
     )
     error = models.TextField(blank=True)
+    chains = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per target id: its task chain's token and runner, and restart counts "
+        "(see experiments.experiments_resume).",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
