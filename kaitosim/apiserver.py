@@ -333,7 +333,11 @@ class ApiServer:
             "delete": self._delete,
             "deletecollection": self._delete_collection,
         }
-        return await handlers[verb](request, resource_request)
+        response = await handlers[verb](request, resource_request)
+        dropped = verb != "watch" and self.faults.should_drop_connection(request.method)
+        if dropped and request.transport is not None:  # api-drop: done, but never answered
+            request.transport.abort()
+        return response
 
     def _maybe_inject_500(self, resource_request: ResourceRequest) -> None:
         workspace = None

@@ -8,8 +8,10 @@ Every function that talks to the cluster is safe to run twice or after a crash:
 - `deployment_sync` reads the cluster and writes the row with a status guard (an UPDATE ...
   WHERE status = the status it read), so it never overwrites a teardown requested meanwhile.
 - `deployment_teardown` deletes what carries our uid; the sync that follows confirms that the
-  Workspace, its NodeClaims and its nodes are gone, and re-deletes a Workspace that a late
-  launch made after the teardown began.
+  Workspace, its NodeClaims and its nodes are gone, re-deletes a Workspace that a late launch
+  made after the teardown began, and deletes a Secret or ConfigMap that a teardown which died
+  half-way left behind.
+- A status change and its audit line are written in one transaction: once each, never lost.
 
 Services refuse work in the wrong status (`DeploymentRefused`), which makes retries harmless.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import kombu.exceptions
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -74,14 +77,29 @@ class DeploymentRefused(Exception):
 
 
 def _enqueue(task_name: str, deployment_id: int, **kwargs: Any) -> None:
-    """Send a deployments task once the current transaction commits (the row is visible)."""
+    """Send a deployments task once the current transaction commits (the row is visible).
+
+    A broker that does not answer is not an error the user must see: the row is saved, and the
+    reconcile (Celery beat) sends what a pending, deleting or moving row needs once it is
+    back (after DEPLOYMENTS_STALE_SECONDS)."""
     from apps.deployments import tasks
 
     task = getattr(tasks, task_name)
     countdown = kwargs.pop("countdown", None)
-    transaction.on_commit(
-        lambda: task.apply_async((deployment_id,), kwargs or None, countdown=countdown)
-    )
+
+    def send() -> None:
+        try:
+            task.apply_async((deployment_id,), kwargs or None, countdown=countdown)
+        except (kombu.exceptions.OperationalError, OSError) as error:
+            logger.warning(
+                "deployment %s: could not queue %s (%s: %s); the reconcile will take it over",
+                deployment_id,
+                task_name,
+                type(error).__name__,
+                error,
+            )
+
+    transaction.on_commit(send)
 
 
 def _follow_start(deployment_id: int) -> None:
@@ -327,25 +345,25 @@ def deployment_launch(*, deployment_id: int) -> Deployment:
     if workspace is None:  # a teardown was requested while the launch ran
         return Deployment.objects.get(pk=deployment.pk)
     launched_at = timeline.parse_time(workspace["metadata"].get("creationTimestamp"))
-    updated = Deployment.objects.filter(pk=deployment.pk, status=Status.PENDING).update(
-        status=Status.PROVISIONING,
-        status_changed_at=timezone.now(),
-        workspace_uid=str(workspace["metadata"].get("uid") or ""),
-        launched_at=launched_at or timezone.now(),
-        secret_values="",
-        sync_error="",
-    )
-    deployment.refresh_from_db()
-    if updated:
-        audit_record(
-            actor=deployment.launched_by,
-            action="deployment.launch",
-            outcome=AuditEntry.Outcome.OK,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
-            detail=f"Workspace {deployment.target} applied (uid {deployment.workspace_uid})",
+    with transaction.atomic():  # the row's new status and its audit line, or neither
+        updated = Deployment.objects.filter(pk=deployment.pk, status=Status.PENDING).update(
+            status=Status.PROVISIONING,
+            status_changed_at=timezone.now(),
+            workspace_uid=str(workspace["metadata"].get("uid") or ""),
+            launched_at=launched_at or timezone.now(),
+            secret_values="",
+            sync_error="",
         )
-    with transaction.atomic():
+        deployment.refresh_from_db()
+        if updated:
+            audit_record(
+                actor=deployment.launched_by,
+                action="deployment.launch",
+                outcome=AuditEntry.Outcome.OK,
+                target=deployment.target,
+                cluster_name=deployment.cluster.name,
+                detail=f"Workspace {deployment.target} applied (uid {deployment.workspace_uid})",
+            )
         _follow_start(deployment.pk)
     return deployment
 
@@ -353,13 +371,22 @@ def deployment_launch(*, deployment_id: int) -> Deployment:
 def _cleanup_after_refusal(deployment: Deployment) -> None:
     """Half a bundle must not stay behind: delete every Secret and ConfigMap carrying our uid
     (this attempt's and any earlier one's). A Workspace that is not ours is never touched."""
-    selector = f"{manifests.DEPLOYMENT_LABEL}={deployment.uid}"
     with contextlib.suppress(kube.KubeError), kube.Kube(deployment.cluster.credentials) as api:
-        for kind in ("Secret", "ConfigMap"):
-            for obj in api.objects_list(kind, deployment.namespace, label_selector=selector):
-                api.object_delete(kind, deployment.namespace, obj["metadata"]["name"])
+        _delete_owned_config(api, deployment)
 
 
+def _delete_owned_config(api: kube.Kube, deployment: Deployment) -> list[str]:
+    """Delete every Secret and ConfigMap carrying the deployment's uid; what was deleted."""
+    selector = f"{manifests.DEPLOYMENT_LABEL}={deployment.uid}"
+    deleted = []
+    for kind in ("Secret", "ConfigMap"):
+        for obj in api.objects_list(kind, deployment.namespace, label_selector=selector):
+            if api.object_delete(kind, deployment.namespace, obj["metadata"]["name"]):
+                deleted.append(f"{kind} {obj['metadata']['name']}")
+    return deleted
+
+
+@transaction.atomic
 def _launch_failed(deployment: Deployment, reason: str, message: str, next_step: str) -> Deployment:
     updated = Deployment.objects.filter(pk=deployment.pk, status=Status.PENDING).update(
         status=Status.FAILED,
@@ -660,11 +687,12 @@ def deployment_sync(*, deployment_id: int) -> Deployment:
         return deployment
     fields.setdefault("sync_error", "")
     before = deployment.status
-    if _write(deployment, fields):
-        deployment.refresh_from_db()
-        _audit_transition(deployment, before)
-    else:
-        deployment.refresh_from_db()
+    with transaction.atomic():  # a transition and its audit line are saved together, or neither
+        if _write(deployment, fields):
+            deployment.refresh_from_db()
+            _audit_transition(deployment, before)
+        else:
+            deployment.refresh_from_db()
     return deployment
 
 
@@ -703,6 +731,12 @@ def _teardown_progress(api: kube.Kube, deployment: Deployment, snap: Snapshot) -
         fields["failure_reason"] = fields["failure_message"] = fields["next_step"] = ""
         fields["stuck"] = False
         return fields
+    # A teardown that died between deleting the Workspace and its Secret and ConfigMap leaves
+    # them behind (a Hugging Face token among them): whichever sync sees the Workspace gone
+    # finishes the job before the row may say deleted.
+    leftovers = _delete_owned_config(api, deployment)
+    if leftovers:
+        logger.info("teardown of %s: deleted what was left: %s", deployment, leftovers)
     left = sorted(
         {n["metadata"]["name"] for n in snap.nodes}
         | {c["metadata"]["name"] for c in snap.nodeclaims}
@@ -739,6 +773,17 @@ def _teardown_progress(api: kube.Kube, deployment: Deployment, snap: Snapshot) -
 def _audit_transition(deployment: Deployment, before: str) -> None:
     if deployment.status == before:
         return
+    if before == Status.PENDING and deployment.status != Status.DELETING:
+        # The launch made the Workspace and died before saying so; a sync adopted it.
+        audit_record(
+            actor=deployment.launched_by,
+            action="deployment.launch",
+            outcome=AuditEntry.Outcome.OK,
+            target=deployment.target,
+            cluster_name=deployment.cluster.name,
+            detail=f"Workspace {deployment.target} found applied after an interrupted launch "
+            f"(uid {deployment.workspace_uid})",
+        )
     if deployment.status == Status.FAILED:
         audit_record(
             actor=None,
@@ -819,58 +864,60 @@ def deployment_teardown(*, deployment_id: int) -> Deployment:
     deployment = Deployment.objects.select_related("cluster").get(pk=deployment_id)
     if deployment.status != Status.DELETING:
         return deployment
-    selector = f"{manifests.DEPLOYMENT_LABEL}={deployment.uid}"
     with kube.Kube(deployment.cluster.credentials) as api:
         api.object_delete("Workspace", deployment.namespace, deployment.name)
-        for kind in ("Secret", "ConfigMap"):
-            for obj in api.objects_list(kind, deployment.namespace, label_selector=selector):
-                api.object_delete(kind, deployment.namespace, obj["metadata"]["name"])
+        _delete_owned_config(api, deployment)
     with transaction.atomic():
         _follow_start(deployment.pk)
     return deployment
 
 
 # ------------------------------------------------------------------------- take over, discover
-@transaction.atomic
 def deployment_take_over(*, deployment: Deployment, actor: Actor = None) -> Deployment:
     """An operator takes a Workspace found in the cluster over: it gets our label, and kaitoweb
     may tear it down from now on."""
-    deployment = (
-        Deployment.objects.select_for_update().select_related("cluster").get(pk=deployment.pk)
-    )
-    if deployment.managed:
-        raise DeploymentRefused("kaitoweb already manages this deployment")
-    if deployment.is_gone or deployment.status == Status.DELETING:
-        raise DeploymentRefused(f"the deployment is {deployment.get_status_display()}")
-    try:
-        with kube.Kube(deployment.cluster.credentials) as api:
-            api.object_merge_patch(
-                "Workspace",
-                deployment.namespace,
-                deployment.name,
-                {"metadata": {"labels": {manifests.DEPLOYMENT_LABEL: str(deployment.uid)}}},
+    refusal = ""
+    with transaction.atomic():
+        deployment = (
+            Deployment.objects.select_for_update().select_related("cluster").get(pk=deployment.pk)
+        )
+        if deployment.managed:
+            raise DeploymentRefused("kaitoweb already manages this deployment")
+        if deployment.is_gone or deployment.status == Status.DELETING:
+            raise DeploymentRefused(f"the deployment is {deployment.get_status_display()}")
+        try:
+            with kube.Kube(deployment.cluster.credentials) as api:
+                api.object_merge_patch(
+                    "Workspace",
+                    deployment.namespace,
+                    deployment.name,
+                    {"metadata": {"labels": {manifests.DEPLOYMENT_LABEL: str(deployment.uid)}}},
+                )
+        except kube.KubeError as error:
+            refusal = error.message
+        else:
+            deployment.managed = True
+            deployment.launched_by = acting_user(actor)
+            deployment.save(update_fields=["managed", "launched_by"])
+            audit_record(
+                actor=actor,
+                action="deployment.adopt",
+                outcome=AuditEntry.Outcome.OK,
+                target=deployment.target,
+                cluster_name=deployment.cluster.name,
+                detail="taken over: kaitoweb may now tear it down",
             )
-    except kube.KubeError as error:
+    if refusal:
+        # Recorded after the transaction, which the refusal below must not take the entry with.
         audit_record(
             actor=actor,
             action="deployment.adopt",
             outcome=AuditEntry.Outcome.FAILED,
             target=deployment.target,
             cluster_name=deployment.cluster.name,
-            detail=error.message,
+            detail=refusal,
         )
-        raise DeploymentRefused(f"the cluster refused: {error.message}") from None
-    deployment.managed = True
-    deployment.launched_by = acting_user(actor)
-    deployment.save(update_fields=["managed", "launched_by"])
-    audit_record(
-        actor=actor,
-        action="deployment.adopt",
-        outcome=AuditEntry.Outcome.OK,
-        target=deployment.target,
-        cluster_name=deployment.cluster.name,
-        detail="taken over: kaitoweb may now tear it down",
-    )
+        raise DeploymentRefused(f"the cluster refused: {refusal}")
     return deployment
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import yaml
 from django.test import Client
 from kubernetes import client
 
 from apps.accounts.roles import Role
+from apps.audit.models import AuditEntry
 from apps.clusters.models import Cluster
 from apps.deployments import manifests, services
 from apps.deployments.models import Deployment
@@ -84,6 +86,28 @@ def test_taking_over_labels_the_workspace_and_allows_teardown(
     services.deployment_teardown(deployment_id=found.pk)
     follow(found, lambda d: d.status == Deployment.Status.DELETED)
     assert workspaces_named(kube_admin, cluster.default_namespace, "adopt-me") == []
+
+
+def test_a_refused_take_over_says_why_and_stays_in_the_audit_log(
+    cluster: Cluster, catalog: object, kube_admin: client.ApiClient
+) -> None:
+    foreign_workspace(kube_admin, cluster.default_namespace, "gone-soon")
+    [found] = [
+        d
+        for d in services.cluster_scan(cluster=cluster)
+        if d.namespace == cluster.default_namespace
+    ]
+    document = yaml.safe_load(cluster.kubeconfig)
+    for user in document["users"]:  # the cluster's token is revoked meanwhile
+        user["user"]["token"] = "revoked-" + user["user"].get("token", "")
+    cluster.kubeconfig = yaml.safe_dump(document)
+    cluster.save()
+    with pytest.raises(services.DeploymentRefused, match="the cluster refused"):
+        services.deployment_take_over(deployment=found)
+    found.refresh_from_db()
+    assert not found.managed
+    entry = AuditEntry.objects.get(action="deployment.adopt")
+    assert entry.outcome == AuditEntry.Outcome.FAILED and entry.detail
 
 
 def test_a_launch_onto_a_name_someone_else_uses_fails_clearly_and_leaves_theirs_alone(
