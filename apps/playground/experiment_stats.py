@@ -1,10 +1,12 @@
-"""Reads for experiments: the per-target summary (aggregated in the database), the break-even
-between Foundry's per-token price and KAITO's node-hours, and the plotly figures.
+"""Reads for experiments: the per-target summary (aggregated in the database), the progress and
+the preference votes, the break-even between Foundry's per-token price and KAITO's node-hours,
+and the plotly figures.
 
-Percentiles: PostgreSQL's ``percentile_cont(f) WITHIN GROUP (ORDER BY x)`` interpolates linearly
-between the nearest ranks, which is exactly `stats.percentile` (numpy's "linear"), so on SQLite,
-which has no such aggregate, `target_percentiles` fetches the values and computes them in Python
-with that function. Counts, sums and means are aggregated in the database on both.
+Percentiles: PostgreSQL's ``percentile_cont(ARRAY[f, ...]) WITHIN GROUP (ORDER BY x)`` interpolates
+linearly between the nearest ranks, which is exactly `stats.percentile` (numpy's "linear"), and
+returns every fraction from one sort (`PercentilesCont`). On SQLite, which has no such aggregate,
+the values are fetched once and computed in Python with that function. Counts, sums and means
+are aggregated in the database on both, in one grouped query per experiment (`experiment_results`).
 
 ITL percentiles are over each request's mean inter-token latency (one figure per request, as
 guidellm reports it), not over every gap of every request.
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.db import connection
@@ -35,7 +38,7 @@ from django.db.models import (
 )
 
 from apps.playground.costs import ONE_MILLION, CostBasis
-from apps.playground.models import Experiment, Sample, Target
+from apps.playground.models import Experiment, PreferenceVote, Sample
 from apps.playground.stats import PERCENTILES, percentile
 
 HOURS_PER_MONTH = 730  # Azure's pricing month
@@ -45,61 +48,61 @@ BOX_PERCENTILES = (5, 25, 50, 75, 95)
 SCATTER_POINTS = 2000
 
 
-class PercentileCont(Aggregate):
-    """PostgreSQL's continuous percentile (linear interpolation), fraction 0..1."""
+class PercentilesCont(Aggregate):
+    """PostgreSQL's continuous percentiles of one column at several fractions in one aggregate:
+    ``percentile_cont(ARRAY[f, ...]) WITHIN GROUP (ORDER BY x)`` sorts the group once and returns
+    an array in the fractions' order (NULL for a group with no value: NULLs are ignored)."""
 
     function = "percentile_cont"
-    name = "PercentileCont"
-    output_field = FloatField()
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    name = "PercentilesCont"
+    template = "%(function)s(%(fractions)s) WITHIN GROUP (ORDER BY %(expressions)s)"
 
-    def __init__(self, expression: str, fraction: float, **extra: Any) -> None:
-        if not 0 <= fraction <= 1:
-            raise ValueError("a fraction is between 0 and 1")
-        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+    def __init__(self, expression: str, fractions: Sequence[float], **extra: Any) -> None:
+        from django.contrib.postgres.fields import ArrayField
+
+        if not fractions or any(not 0 <= f <= 1 for f in fractions):
+            raise ValueError("fractions are between 0 and 1, at least one")
+        # Our own floats, written as literals: nothing from a request reaches this SQL.
+        literal = "ARRAY[{}]::double precision[]".format(
+            ",".join(repr(float(f)) for f in fractions)
+        )
+        super().__init__(
+            expression, fractions=literal, output_field=ArrayField(FloatField()), **extra
+        )
 
 
 def target_percentiles(
     samples: QuerySet[Sample], metric: str, ps: Sequence[float] = PERCENTILES
 ) -> dict[int | None, dict[float, float | None]]:
-    """{target id: {p: value}} of one metric over the samples, None values left out. In the
-    database on PostgreSQL; over the fetched values in Python elsewhere (same interpolation)."""
-    rows = samples.filter(**{f"{metric}__isnull": False})
+    """{target id: {p: value}} of one metric over the samples, None values left out. One query:
+    a single array aggregate per target on PostgreSQL; over the fetched values in Python
+    elsewhere (the same interpolation)."""
+    rows = samples.filter(**{f"{metric}__isnull": False}).order_by()
     if connection.vendor == "postgresql":
-        aggregates = {f"p{i}": PercentileCont(metric, p / 100) for i, p in enumerate(ps)}
-        result: Iterable[dict[str, Any]] = list(
-            rows.order_by().values("target_id").annotate(**aggregates)  # type: ignore[arg-type]
+        grouped = rows.values("target_id").annotate(
+            q=PercentilesCont(metric, [p / 100 for p in ps])
         )
-        return {r["target_id"]: {p: r[f"p{i}"] for i, p in enumerate(ps)} for r in result}
+        return {r["target_id"]: dict(zip(ps, r["q"], strict=True)) for r in grouped}
     values: dict[int | None, list[float]] = defaultdict(list)
-    for target_id, value in rows.order_by().values_list("target_id", metric).iterator(5000):
+    for target_id, value in rows.values_list("target_id", metric).iterator(5000):
         values[target_id].append(value)
-    return {t: {p: percentile(v, p) for p in ps} for t, v in values.items()}
+    return {t: percentiles_of(v, ps) for t, v in values.items()}
+
+
+def percentiles_of(values: list[float], ps: Sequence[float]) -> dict[float, float | None]:
+    """`stats.percentile` at every p, sorting the values once (what percentile_cont does)."""
+    values.sort()
+    return {p: percentile(values, p) for p in ps}
 
 
 # Every percentile the results page shows: the summary's table and the figures' boxes.
 PAGE_PERCENTILES = tuple(sorted(set(PERCENTILES) | set(BOX_PERCENTILES)))
 
 
-def _percentile_key(metric: str, p: float) -> str:
-    return f"{metric}_p{p:g}".replace(".", "_")
-
-
-def _percentile_aggregates(ps: Sequence[float]) -> dict[str, PercentileCont]:
-    """PostgreSQL: every percentile of every metric over the done samples, as aggregates to put
-    in the one grouped query (NULLs are ignored by percentile_cont, as by `stats.percentile`)."""
-    done = Q(status=Sample.Status.DONE)
-    return {
-        _percentile_key(metric, p): PercentileCont(metric, p / 100, filter=done)
-        for metric in METRICS
-        for p in ps
-    }
-
-
 def _percentiles_in_python(
     samples: QuerySet[Sample], ps: Sequence[float]
 ) -> dict[int | None, dict[str, dict[float, float | None]]]:
-    """SQLite: the same figures, over the done samples' values fetched once."""
+    """SQLite: every percentile of every metric over the done samples' values, fetched once."""
     values: dict[int | None, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rows = samples.filter(status=Sample.Status.DONE).order_by()
     for target_id, *measured in rows.values_list("target_id", *METRICS).iterator(5000):
@@ -107,7 +110,7 @@ def _percentiles_in_python(
             if value is not None:
                 values[target_id][metric].append(value)
     return {
-        t: {m: {p: percentile(by_metric.get(m, []), p) for p in ps} for m in METRICS}
+        t: {m: percentiles_of(by_metric[m], ps) for m in METRICS if by_metric.get(m)}
         for t, by_metric in values.items()
     }
 
@@ -136,6 +139,10 @@ class TargetSummary:
     cost_per_1m: Decimal | None = None
     # A linked KAITO deployment's benchmark (input + output tokens a minute, one replica).
     peak_tokens_per_minute: int | None = None
+    # Preference votes: each person's pick for this target on one prompt, and the prompts where
+    # it had more votes than any other choice (a tie included); see `VoteTally`.
+    preferred_votes: int = 0
+    preferred_prompts: int = 0
     percentiles: dict[str, dict[float, float | None]] = field(default_factory=dict)
     # p5/p25/p50/p75/p95 per metric for the box figures (not in the JSON: the page's only)
     box: dict[str, dict[float, float | None]] = field(default_factory=dict, repr=False)
@@ -161,45 +168,85 @@ class TargetSummary:
         return data
 
 
-def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
-    """Per target: counts, error rate, throughput, cost and p50/p90/p95/p99 of TTFT, ITL, E2E
-    (and the box figures' p5/p25/p75). On PostgreSQL all of it is one grouped query, so each
-    aggregate is computed once for the summary and the figures alike."""
-    samples = Sample.objects.filter(experiment=experiment)
+@dataclass(frozen=True)
+class VoteTally:
+    """The experiment's preference votes (one per person and prompt; no target: a tie)."""
+
+    total: int = 0
+    ties: int = 0
+    voters: int = 0
+    prompts: int = 0  # prompts with at least one vote
+    tied_prompts: int = 0  # prompts where no single choice had the most votes, or a tie did
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class ExperimentResults:
+    """What the results page, the exports and the API read: the summary per target, the
+    progress, and the votes, from three queries whatever the number of targets and samples."""
+
+    summaries: list[TargetSummary]
+    progress: dict[str, int]
+    votes: VoteTally
+
+
+CLOSED = (Sample.Status.DONE, Sample.Status.FAILED, Sample.Status.SKIPPED)
+
+
+def experiment_results(experiment: Experiment) -> ExperimentResults:
+    """Per target: counts, error rate, throughput, cost, votes and p50/p90/p95/p99 of TTFT, ITL
+    and E2E (with the box figures' p5/p25/p75); and the progress over all targets.
+
+    One grouped query over the samples does it (on PostgreSQL the percentiles too: one
+    `PercentilesCont` per metric, so each metric is sorted once per target); one more reads each
+    target's snapshot and its deployment's live peakTokensPerMinute by the first sample's
+    primary key, and one the votes. On SQLite the percentiles take a fourth query and Python."""
+    samples = Sample.objects.filter(experiment=experiment).order_by()
     in_database = connection.vendor == "postgresql"
-    finished_states = [Sample.Status.DONE, Sample.Status.FAILED]
-    rows = (
-        samples.order_by()
-        .values("target_id")
-        .annotate(
-            requests=Count("id"),
-            closed=Count("id", filter=Q(status__in=finished_states)),
-            ok=Count("id", filter=Q(status=Sample.Status.DONE)),
-            first=Min("started_at"),
-            last=Max("finished_at"),
-            in_tokens=Sum("input_tokens"),
-            out_tokens=Sum("output_tokens"),
-            cost=Sum("cost_usd"),
-            priced=Count("cost_usd"),
-            priced_tokens=Sum(
-                F("input_tokens") + F("output_tokens"), filter=Q(cost_usd__isnull=False)
-            ),
-            mean_tps=Avg("output_tokens_per_s", filter=Q(status=Sample.Status.DONE)),
-            **(_percentile_aggregates(PAGE_PERCENTILES) if in_database else {}),
-        )
-    )
+    done = Q(status=Sample.Status.DONE)
+    annotations: dict[str, Any] = {
+        "requests": Count("id"),
+        **{f"n_{status}": Count("id", filter=Q(status=status)) for status in Sample.Status},
+        "first_id": Min("id"),
+        "first": Min("started_at"),
+        "last": Max("finished_at"),
+        "in_tokens": Sum("input_tokens"),
+        "out_tokens": Sum("output_tokens"),
+        "cost": Sum("cost_usd"),
+        "priced": Count("cost_usd"),
+        "priced_tokens": Sum(
+            F("input_tokens") + F("output_tokens"), filter=Q(cost_usd__isnull=False)
+        ),
+        "mean_tps": Avg("output_tokens_per_s", filter=done),
+    }
+    if in_database:
+        fractions = [p / 100 for p in PAGE_PERCENTILES]
+        for metric in METRICS:
+            annotations[f"q_{metric}"] = PercentilesCont(metric, fractions, filter=done)
+    grouped: Iterable[Any] = samples.values("target_id").annotate(**annotations)
+    rows: list[dict[str, Any]] = list(grouped)
+    # Each target's snapshot (history survives edits and deletion) from its first sample; and,
+    # as a deployment's benchmark may land after the experiment started, today's figure.
+    firsts = {
+        pk: (snapshot or {}, live_peak)
+        for pk, snapshot, live_peak in Sample.objects.filter(
+            pk__in=[row["first_id"] for row in rows]
+        ).values_list("pk", "target_snapshot", "target__deployment__peak_tokens_per_minute")
+    }
     in_python = {} if in_database else _percentiles_in_python(samples, PAGE_PERCENTILES)
-    # A deployment's benchmark may land after the experiment started: prefer today's figure.
-    live_peaks = dict(
-        Target.objects.filter(experiments=experiment, deployment__isnull=False).values_list(
-            "pk", "deployment__peak_tokens_per_minute"
-        )
-    )
+    votes, by_target = _votes(experiment)
+
     summaries: list[TargetSummary] = []
+    counts: dict[str, int] = defaultdict(int)
     for row in rows:
         target_id = row["target_id"]
-        snapshot = _snapshot(samples, target_id)
+        for status in Sample.Status:
+            counts[status] += row[f"n_{status}"]
+        snapshot, live_peak = firsts.get(row["first_id"], ({}, None))
         kind = str(snapshot.get("kind", ""))
+        closed = row[f"n_{Sample.Status.DONE}"] + row[f"n_{Sample.Status.FAILED}"]
         summary = TargetSummary(
             target_id=target_id,
             name=str(snapshot.get("name", "(deleted target)")),
@@ -208,9 +255,9 @@ def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
             is_kaito=kind.startswith("kaito"),
             cost=CostBasis.from_json(snapshot.get("cost") or {}),
             requests=row["requests"],
-            finished=row["closed"],
-            ok=row["ok"],
-            errors=row["closed"] - row["ok"],
+            finished=closed,
+            ok=row[f"n_{Sample.Status.DONE}"],
+            errors=row[f"n_{Sample.Status.FAILED}"],
             input_tokens=row["in_tokens"] or 0,
             output_tokens=row["out_tokens"] or 0,
             mean_request_tokens_per_s=row["mean_tps"],
@@ -227,17 +274,20 @@ def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
             summary.cost_per_request = cost / row["priced"]
             if row["priced_tokens"]:
                 summary.cost_per_1m = cost * ONE_MILLION / row["priced_tokens"]
-        summary.peak_tokens_per_minute = _peak_tokens_per_minute(snapshot, live_peaks, target_id)
+        peak = live_peak or (snapshot.get("deployment") or {}).get("peak_tokens_per_minute")
+        summary.peak_tokens_per_minute = int(peak) if peak else None
+        if target_id is not None:
+            summary.preferred_votes, summary.preferred_prompts = by_target.get(target_id, (0, 0))
+        # A metric with no value at all has no percentiles (as `target_percentiles` leaves out).
         found: dict[str, dict[float, float | None]]
         if in_database:
-            values: dict[str, Any] = dict(row)
             found = {
-                m: {p: values[_percentile_key(m, p)] for p in PAGE_PERCENTILES} for m in METRICS
+                m: dict(zip(PAGE_PERCENTILES, row[f"q_{m}"], strict=True))
+                for m in METRICS
+                if row[f"q_{m}"] is not None
             }
         else:
             found = in_python.get(target_id, {})
-        # A metric with no value at all has no percentiles (as `target_percentiles` leaves out).
-        found = {m: q for m, q in found.items() if any(v is not None for v in q.values())}
         summary.percentiles = {
             m: {p: found[m][p] for p in PERCENTILES} if m in found else {} for m in METRICS
         }
@@ -246,30 +296,29 @@ def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
         }
         summaries.append(summary)
     summaries.sort(key=lambda s: s.name)
-    return summaries
+    return ExperimentResults(summaries=summaries, progress=_progress(dict(counts)), votes=votes)
 
 
-def _peak_tokens_per_minute(
-    snapshot: dict[str, Any], live: dict[int, int | None], target_id: int | None
-) -> int | None:
-    peak = live.get(target_id) if target_id is not None else None
-    if peak is None:
-        peak = (snapshot.get("deployment") or {}).get("peak_tokens_per_minute")
-    return int(peak) if peak else None
+def experiment_summary(experiment: Experiment) -> list[TargetSummary]:
+    """The per-target summary alone (see `experiment_results`)."""
+    return experiment_results(experiment).summaries
 
 
-def _snapshot(samples: QuerySet[Sample], target_id: int | None) -> dict[str, Any]:
-    row = _of_target(samples, target_id).values_list("target_snapshot", flat=True).first()
-    return dict(row or {})
-
-
-def _of_target(samples: QuerySet[Sample], target_id: int | None) -> QuerySet[Sample]:
-    if target_id is None:
-        return samples.filter(target__isnull=True)
-    return samples.filter(target_id=target_id)
+def _progress(counts: dict[str, int]) -> dict[str, int]:
+    """{total, closed, percent, and a count per status present} from the counts per status."""
+    counts = {status: n for status, n in counts.items() if n}
+    total = sum(counts.values())
+    closed = sum(counts.get(s, 0) for s in CLOSED)
+    return {
+        "total": total,
+        "closed": closed,
+        "percent": math.floor(100 * closed / total) if total else 100,
+        **{str(k): v for k, v in counts.items()},
+    }
 
 
 def experiment_progress(experiment: Experiment) -> dict[str, int]:
+    """The progress alone (the polled fragment's): one small grouped count."""
     counts = dict(
         Sample.objects.filter(experiment=experiment)
         .order_by()
@@ -277,14 +326,39 @@ def experiment_progress(experiment: Experiment) -> dict[str, int]:
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
-    total = sum(counts.values())
-    closed = sum(counts.get(s, 0) for s in ("done", "failed", "skipped"))
-    return {
-        "total": total,
-        "closed": closed,
-        "percent": math.floor(100 * closed / total) if total else 100,
-        **{str(k): v for k, v in counts.items()},
-    }
+    return _progress(counts)
+
+
+def _votes(experiment: Experiment) -> tuple[VoteTally, dict[int, tuple[int, int]]]:
+    """The tally, and {target id: (votes for it, prompts it won)}. A prompt is won by the choice
+    with strictly the most votes on it; when two choices share the most, or a tie has the most,
+    no target wins it and it counts as a tied prompt."""
+    per_prompt: dict[int, Counter[int | None]] = defaultdict(Counter)
+    voters: set[int] = set()
+    for prompt_index, target_id, user_id in PreferenceVote.objects.filter(
+        experiment=experiment
+    ).values_list("prompt_index", "target_id", "user_id"):
+        per_prompt[prompt_index][target_id] += 1
+        voters.add(user_id)
+    votes: Counter[int | None] = Counter()
+    won: Counter[int] = Counter()
+    tied_prompts = 0
+    for choices in per_prompt.values():
+        votes.update(choices)
+        (top, most), *rest = choices.most_common()
+        if top is None or any(n == most for _, n in rest):
+            tied_prompts += 1
+        else:
+            won[top] += 1
+    tally = VoteTally(
+        total=sum(votes.values()),
+        ties=votes.get(None, 0),
+        voters=len(voters),
+        prompts=len(per_prompt),
+        tied_prompts=tied_prompts,
+    )
+    by_target = {t: (n, won.get(t, 0)) for t, n in votes.items() if t is not None}
+    return tally, by_target
 
 
 # --- break-even ----------------------------------------------------------------------------------
@@ -386,98 +460,159 @@ def experiment_break_evens(summaries: Iterable[TargetSummary]) -> list[BreakEven
 def experiment_figures(
     experiment: Experiment, summaries: list[TargetSummary], evens: list[BreakEven]
 ) -> dict[str, Any]:
-    """Plotly figures as JSON, for the page's vendored plotly.min.js to draw."""
-    import plotly.graph_objects as go
-    from plotly.utils import PlotlyJSONEncoder
+    """Plotly figures as plain JSON-ready dicts, for the page's vendored plotly.min.js to draw.
 
-    done = Sample.objects.filter(experiment=experiment, status=Sample.Status.DONE)
+    Written as plotly.js's own figure JSON (traces with a ``type``, a layout) rather than built
+    with plotly's graph objects, whose validation and copying cost more than the page's
+    queries; each layout carries plotly's default template, so the charts look as before."""
     figures: dict[str, Any] = {}
     labels = {"ttft_ms": "TTFT (ms)", "itl_mean_ms": "mean ITL (ms)", "e2e_ms": "E2E (ms)"}
     for metric, label in labels.items():
-        fig = go.Figure()
+        boxes = []
         for s in summaries:  # the summary's own percentiles: nothing is aggregated twice
             q = s.box.get(metric) or {}
             if q.get(50) is None:
                 continue
-            fig.add_trace(
-                go.Box(
-                    name=s.name,
-                    q1=[q[25]],
-                    median=[q[50]],
-                    q3=[q[75]],
-                    lowerfence=[q[5]],
-                    upperfence=[q[95]],
-                )
+            boxes.append(
+                {
+                    "type": "box",
+                    "name": s.name,
+                    "q1": [q[25]],
+                    "median": [q[50]],
+                    "q3": [q[75]],
+                    "lowerfence": [q[5]],
+                    "upperfence": [q[95]],
+                }
             )
-        fig.update_layout(
-            title=f"{label}: p5, p25, median, p75, p95", yaxis_title=label, showlegend=False
+        figures[metric] = _figure(
+            boxes,
+            title=f"{label}: p5, p25, median, p75, p95",
+            yaxis=label,
+            showlegend=False,
         )
-        figures[metric] = fig.to_plotly_json()
 
-    scatter = go.Figure()
-    for s in summaries:
-        points = list(
-            _of_target(done, s.target_id)
-            .filter(ttft_ms__isnull=False)
-            .order_by("id")
-            .values_list("output_tokens", "ttft_ms")[:SCATTER_POINTS]
-        )
-        scatter.add_trace(
-            go.Scattergl(
-                name=s.name,
-                mode="markers",
-                x=[p[0] for p in points],
-                y=[p[1] for p in points],
-            )
-        )
-    scatter.update_layout(
-        title="TTFT against output length", xaxis_title="output tokens", yaxis_title="TTFT (ms)"
+    points = _scatter_points(experiment)
+    figures["scatter"] = _figure(
+        [
+            {
+                "type": "scatter",
+                "name": s.name,
+                "mode": "markers",
+                "x": [tokens for tokens, _ in points.get(s.target_id, [])],
+                "y": [round(ttft, 1) for _, ttft in points.get(s.target_id, [])],
+            }
+            for s in summaries
+        ],
+        title="TTFT against output length (the first repetitions of every prompt, "
+        f"at most {SCATTER_POINTS} a target)",
+        xaxis="output tokens",
+        yaxis="TTFT (ms)",
     )
-    figures["scatter"] = scatter.to_plotly_json()
 
     priced = [s for s in summaries if s.cost_per_1m is not None]
-    bars = go.Figure(
-        go.Bar(x=[s.name for s in priced], y=[float(s.cost_per_1m or 0) for s in priced])
+    figures["cost"] = _figure(
+        [
+            {
+                "type": "bar",
+                "x": [s.name for s in priced],
+                "y": [float(s.cost_per_1m or 0) for s in priced],
+            }
+        ],
+        title="Cost per 1M tokens (input + output)",
+        yaxis="$ per 1M tokens",
     )
-    bars.update_layout(title="Cost per 1M tokens (input + output)", yaxis_title="$ per 1M tokens")
-    figures["cost"] = bars.to_plotly_json()
 
     if evens:
         top = max(max(3 * (e.break_even_tokens or 0), 3 * e.capacity_per_month) for e in evens)
         volumes = [top * i / 300 for i in range(301)]
-        chart = go.Figure()
+        lines: list[dict[str, Any]] = []
         foundry_seen: set[str] = set()
         kaito_seen: set[str] = set()
         for e in evens:
             if e.foundry not in foundry_seen:
                 foundry_seen.add(e.foundry)
-                chart.add_trace(
-                    go.Scatter(
-                        name=f"{e.foundry} (per token)",
-                        x=[0, top],
-                        y=[0, e.foundry_cost(top)],
-                        mode="lines",
-                    )
+                lines.append(
+                    {
+                        "type": "scatter",
+                        "name": f"{e.foundry} (per token)",
+                        "x": [0, top],
+                        "y": [0, e.foundry_cost(top)],
+                        "mode": "lines",
+                    }
                 )
             if e.kaito not in kaito_seen:
                 kaito_seen.add(e.kaito)
-                chart.add_trace(
-                    go.Scatter(
-                        name=f"{e.kaito} (replicas of its nodes)",
-                        x=volumes,
-                        y=[e.kaito_cost(v) for v in volumes],
-                        mode="lines",
-                        line_shape="hv",
-                    )
+                lines.append(
+                    {
+                        "type": "scatter",
+                        "name": f"{e.kaito} (replicas of its nodes)",
+                        "x": volumes,
+                        "y": [e.kaito_cost(v) for v in volumes],
+                        "mode": "lines",
+                        "line": {"shape": "hv"},
+                    }
                 )
-        chart.update_layout(
+        figures["break_even"] = _figure(
+            lines,
             title="Monthly cost against monthly token volume",
-            xaxis_title="tokens a month (input + output)",
-            yaxis_title="$ a month",
+            xaxis="tokens a month (input + output)",
+            yaxis="$ a month",
         )
-        figures["break_even"] = chart.to_plotly_json()
-    # plotly's own encoder (numpy arrays, dates) then back to plain data for json_script
-    return {k: json.loads(json.dumps(v, cls=PlotlyJSONEncoder)) for k, v in figures.items()}
+    return figures
+
+
+def _figure(
+    data: list[dict[str, Any]],
+    *,
+    title: str,
+    xaxis: str = "",
+    yaxis: str = "",
+    showlegend: bool | None = None,
+) -> dict[str, Any]:
+    layout: dict[str, Any] = {"template": _plotly_template(), "title": {"text": title}}
+    if xaxis:
+        layout["xaxis"] = {"title": {"text": xaxis}}
+    if yaxis:
+        layout["yaxis"] = {"title": {"text": yaxis}}
+    if showlegend is not None:
+        layout["showlegend"] = showlegend
+    return {"data": data, "layout": layout}
+
+
+@cache
+def _plotly_template() -> dict[str, Any]:
+    """plotly's default template as JSON, read once a process (it never changes)."""
+    import plotly.io as pio
+    from plotly.utils import PlotlyJSONEncoder
+
+    template = pio.templates[pio.templates.default]
+    data: dict[str, Any] = json.loads(json.dumps(template.to_plotly_json(), cls=PlotlyJSONEncoder))
+    return data
+
+
+def _scatter_points(experiment: Experiment) -> dict[int | None, list[tuple[int | None, float]]]:
+    """(output tokens, TTFT) of at most SCATTER_POINTS done samples a target, in one query: the
+    first repetitions of every prompt (all prompts alike, not the first prompts' every
+    repetition). The filter is on the columns of the (experiment, target, prompt, repetition)
+    unique index, so PostgreSQL reads only the rows it returns."""
+    prompts = max(1, len(experiment.prompts))
+    repetitions = max(1, SCATTER_POINTS // prompts)
+    rows = (
+        Sample.objects.filter(
+            experiment=experiment,
+            prompt_index__lt=SCATTER_POINTS,
+            repetition__lt=repetitions,
+            status=Sample.Status.DONE,
+            ttft_ms__isnull=False,
+        )
+        .order_by("target_id", "prompt_index", "repetition")
+        .values_list("target_id", "output_tokens", "ttft_ms")
+    )
+    points: dict[int | None, list[tuple[int | None, float]]] = defaultdict(list)
+    for target_id, tokens, ttft in rows:
+        if ttft is not None:  # filtered out above; for the type checker
+            points[target_id].append((tokens, ttft))
+    return points
 
 
 # --- exports and side by side ---------------------------------------------------------------------

@@ -28,15 +28,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.roles import Role, has_role, role_required
+from apps.audit.services import audit_record
 from apps.playground.experiment_stats import (
     experiment_break_evens,
     experiment_figures,
     experiment_progress,
+    experiment_results,
     experiment_sample_columns,
     experiment_sample_rows,
     experiment_settings,
     experiment_side_by_side,
-    experiment_summary,
 )
 from apps.playground.experiments import experiment_cancel, experiment_create
 from apps.playground.forms import ExperimentForm, VoteForm
@@ -70,6 +71,12 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
                 timeout_s=data["timeout_s"],
                 storage_policy=data["storage_policy"],
             )
+            audit_record(
+                actor=request.user,
+                action="experiment.create",
+                outcome="requested",
+                target=f"experiment {experiment.pk}",
+            )
             return redirect(experiment)
         status = 400
     elif can_run:
@@ -82,14 +89,16 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
 
 
 def _results_context(experiment: Experiment) -> dict[str, Any]:
-    summaries = experiment_summary(experiment)
-    evens = experiment_break_evens(summaries)
+    results = experiment_results(experiment)
+    evens = experiment_break_evens(results.summaries)
     return {
-        "summaries": summaries,
+        "progress": results.progress,
+        "summaries": results.summaries,
+        "votes": results.votes,
         "break_evens": evens,
         "figures": {
             f"figure-{key}": figure
-            for key, figure in experiment_figures(experiment, summaries, evens).items()
+            for key, figure in experiment_figures(experiment, results.summaries, evens).items()
         },
     }
 
@@ -101,20 +110,20 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = get_object_or_404(Experiment.objects.select_related("created_by"), pk=pk)
     context: dict[str, Any] = {
         "experiment": experiment,
-        "progress": experiment_progress(experiment),
         "poll_ms": POLL_MS,
         "can_run": has_role(request.user, Role.OPERATOR),
     }
     if htmx_partial(request):
         context["partial"] = True
+        context["progress"] = experiment_progress(experiment)
         response = render(request, "playground/htmx/experiment_progress.html", context)
         if experiment.finished:
             response.status_code = 286  # htmx stops polling; the fragment links the final page
         return response
-    context.update(_results_context(experiment))
+    context.update(_results_context(experiment))  # the progress comes with the summary
     context["side_by_side"] = experiment_side_by_side(experiment)
     votes: dict[int, int | None] = {}
-    if request.user.is_authenticated:
+    if context["side_by_side"] and request.user.is_authenticated:
         votes = dict(
             PreferenceVote.objects.filter(experiment=experiment, user=request.user).values_list(
                 "prompt_index", "target_id"
@@ -129,6 +138,12 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.OPERATOR)
 def experiment_stop(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_cancel(experiment=get_object_or_404(Experiment, pk=pk))
+    audit_record(
+        actor=request.user,
+        action="experiment.cancel",
+        outcome="ok",
+        target=f"experiment {experiment.pk}",
+    )
     messages.success(request, f"Experiment {experiment.pk} cancelled; finished samples are kept.")
     return redirect(experiment)
 
@@ -152,6 +167,13 @@ def experiment_vote(request: HttpRequest, pk: int) -> HttpResponse:
         user=request.user,  # type: ignore[misc]
         defaults={"target_id": target_id},
     )
+    audit_record(
+        actor=request.user,
+        action="experiment.vote",
+        outcome="ok",
+        target=f"experiment {experiment.pk}",
+        detail=f"prompt {index}: target {target_id if target_id is not None else 'tie'}",
+    )
     return redirect(f"{experiment.get_absolute_url()}#prompt-{index}")
 
 
@@ -161,11 +183,17 @@ def experiment_export(request: HttpRequest, pk: int, what: str, fmt: str) -> Htt
     experiment = get_object_or_404(Experiment, pk=pk)
     filename = f"experiment-{experiment.pk}-{what}.{fmt}"
     if what == "summary":
-        summaries = [s.as_json() for s in experiment_summary(experiment)]
+        results = experiment_results(experiment)
+        summaries = [s.as_json() for s in results.summaries]
         if fmt == "json":
-            payload = {"experiment": experiment_settings(experiment), "targets": summaries}
+            payload = {
+                "experiment": experiment_settings(experiment),
+                "targets": summaries,
+                "votes": results.votes.as_json(),
+            }
             return _attachment(JsonResponse(payload), filename)
-        return _attachment(_csv_response(_summary_rows(summaries)), filename)
+        rows = _summary_rows(summaries, votes=results.votes.as_json())
+        return _attachment(_csv_response(rows), filename)
     if what != "samples":
         raise Http404("No such export.")
     if fmt == "json":
@@ -186,13 +214,19 @@ def _attachment(response: HttpResponse | StreamingHttpResponse, filename: str) -
     return response
 
 
-def _summary_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summary_rows(
+    summaries: list[dict[str, Any]], *, votes: dict[str, int]
+) -> list[dict[str, Any]]:
+    """One row per target, its percentiles flattened (ttft_ms_p50, ...); the experiment's vote
+    totals (all votes, and the ties, which belong to no target) repeated on every row."""
     rows = []
     for s in summaries:
         row = {k: v for k, v in s.items() if k not in ("percentiles", "cost")}
         for metric, values in s["percentiles"].items():
             for p, value in values.items():
                 row[f"{metric}_{p}"] = value
+        row["experiment_votes"] = votes["total"]
+        row["experiment_tie_votes"] = votes["ties"]
         rows.append(row)
     return rows
 
@@ -291,6 +325,13 @@ def api_experiments(request: HttpRequest) -> HttpResponse:
         )
     except (PromptSetError, ValueError, TypeError, KeyError) as exc:
         return JsonResponse({"error": str(exc)}, status=400)
+    audit_record(
+        actor=request.user,
+        action="experiment.create",
+        outcome="requested",
+        target=f"experiment {experiment.pk}",
+        detail="through the API",
+    )
     return JsonResponse(_api_status(experiment), status=201)
 
 
@@ -308,10 +349,12 @@ def _api_targets(value: Any) -> list[Target]:
 
 
 def _api_status(experiment: Experiment) -> dict[str, Any]:
+    results = experiment_results(experiment)
     return {
         **experiment_settings(experiment),
-        "progress": experiment_progress(experiment),
-        "summary": [s.as_json() for s in experiment_summary(experiment)],
+        "progress": results.progress,
+        "summary": [s.as_json() for s in results.summaries],
+        "votes": results.votes.as_json(),
         "url": experiment.get_absolute_url(),
     }
 

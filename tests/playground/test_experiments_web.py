@@ -364,3 +364,25 @@ def test_tokens_are_stored_hashed_and_shown_once_in_admin(db: None) -> None:
     shown = message.split("shown only now: ")[1].split(" ")[0]
     assert token.token_sha256 == token_sha256(shown) and shown not in token.token_sha256
     assert token.prefix == shown[:8]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_results_page_draws_its_charts_without_inline_script(
+    client_as: ClientAs, targets: list[Target]
+) -> None:
+    """The Content-Security-Policy runs no inline script: each chart names its figure's
+    json_script and static/js/charts.js draws it."""
+    import re
+
+    experiment = measured(targets)
+    page = client_as(Role.VIEWER).get(experiment.get_absolute_url()).content.decode()
+    for key in ("ttft_ms", "itl_mean_ms", "e2e_ms", "scatter", "cost", "break_even"):
+        assert f'data-plotly-source="figure-{key}"' in page
+        assert f'<script id="figure-{key}" type="application/json">' in page
+    inline = [
+        tag
+        for tag in re.findall(r"<script[^>]*>", page)
+        if "src=" not in tag and 'type="application/json"' not in tag
+    ]
+    assert inline == []
+    assert "js/charts.js" in page
