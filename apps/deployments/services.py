@@ -102,6 +102,20 @@ def _enqueue(task_name: str, deployment_id: int, **kwargs: Any) -> None:
     transaction.on_commit(send)
 
 
+def _audit(
+    deployment: Deployment, action: str, outcome: str, *, actor: Actor = None, detail: str = ""
+) -> None:
+    """One audit line about this deployment (its Workspace and cluster named)."""
+    audit_record(
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        target=deployment.target,
+        cluster_name=deployment.cluster.name,
+        detail=detail,
+    )
+
+
 def _follow_start(deployment_id: int) -> None:
     """Start a chain of syncs for a moving deployment; a newer chain supersedes this one."""
     token = uuid.uuid4().hex
@@ -356,12 +370,11 @@ def deployment_launch(*, deployment_id: int) -> Deployment:
         )
         deployment.refresh_from_db()
         if updated:
-            audit_record(
+            _audit(
+                deployment,
+                "deployment.launch",
+                AuditEntry.Outcome.OK,
                 actor=deployment.launched_by,
-                action="deployment.launch",
-                outcome=AuditEntry.Outcome.OK,
-                target=deployment.target,
-                cluster_name=deployment.cluster.name,
                 detail=f"Workspace {deployment.target} applied (uid {deployment.workspace_uid})",
             )
         _follow_start(deployment.pk)
@@ -398,12 +411,11 @@ def _launch_failed(deployment: Deployment, reason: str, message: str, next_step:
     )
     deployment.refresh_from_db()
     if updated:
-        audit_record(
+        _audit(
+            deployment,
+            "deployment.launch",
+            AuditEntry.Outcome.FAILED,
             actor=deployment.launched_by,
-            action="deployment.launch",
-            outcome=AuditEntry.Outcome.FAILED,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
             detail=message,
         )
     return deployment
@@ -775,40 +787,33 @@ def _audit_transition(deployment: Deployment, before: str) -> None:
         return
     if before == Status.PENDING and deployment.status != Status.DELETING:
         # The launch made the Workspace and died before saying so; a sync adopted it.
-        audit_record(
+        _audit(
+            deployment,
+            "deployment.launch",
+            AuditEntry.Outcome.OK,
             actor=deployment.launched_by,
-            action="deployment.launch",
-            outcome=AuditEntry.Outcome.OK,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
             detail=f"Workspace {deployment.target} found applied after an interrupted launch "
             f"(uid {deployment.workspace_uid})",
         )
     if deployment.status == Status.FAILED:
-        audit_record(
-            actor=None,
-            action="deployment.failed",
-            outcome=AuditEntry.Outcome.FAILED,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
+        _audit(
+            deployment,
+            "deployment.failed",
+            AuditEntry.Outcome.FAILED,
             detail=f"{deployment.failure_reason}: {deployment.failure_message}",
         )
     elif deployment.status == Status.READY and before != Status.READY:
-        audit_record(
-            actor=None,
-            action="deployment.ready",
-            outcome=AuditEntry.Outcome.OK,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
+        _audit(
+            deployment,
+            "deployment.ready",
+            AuditEntry.Outcome.OK,
             detail=f"peakTokensPerMinute {deployment.peak_tokens_per_minute or 'n/a'}",
         )
     elif deployment.status == Status.DELETED:
-        audit_record(
-            actor=None,
-            action="deployment.teardown",
-            outcome=(AuditEntry.Outcome.FAILED if deployment.nodes_left else AuditEntry.Outcome.OK),
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
+        _audit(
+            deployment,
+            "deployment.teardown",
+            (AuditEntry.Outcome.FAILED if deployment.nodes_left else AuditEntry.Outcome.OK),
             detail=(
                 f"left behind (still billing): {', '.join(deployment.nodes_left)}"
                 if deployment.nodes_left
@@ -816,12 +821,10 @@ def _audit_transition(deployment: Deployment, before: str) -> None:
             ),
         )
     elif deployment.status == Status.ORPHANED:
-        audit_record(
-            actor=None,
-            action="deployment.orphaned",
-            outcome=AuditEntry.Outcome.FAILED,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
+        _audit(
+            deployment,
+            "deployment.orphaned",
+            AuditEntry.Outcome.FAILED,
             detail="the Workspace was deleted outside kaitoweb",
         )
 
@@ -848,12 +851,11 @@ def deployment_teardown_request(*, deployment: Deployment, actor: Actor = None) 
     deployment.status = Status.DELETING
     deployment.status_changed_at = deployment.teardown_requested_at = timezone.now()
     deployment.save(update_fields=["status", "status_changed_at", "teardown_requested_at"])
-    audit_record(
+    _audit(
+        deployment,
+        "deployment.teardown",
+        AuditEntry.Outcome.REQUESTED,
         actor=actor,
-        action="deployment.teardown",
-        outcome=AuditEntry.Outcome.REQUESTED,
-        target=deployment.target,
-        cluster_name=deployment.cluster.name,
     )
     _enqueue("deployment_teardown", deployment.pk)
     return deployment
@@ -899,22 +901,20 @@ def deployment_take_over(*, deployment: Deployment, actor: Actor = None) -> Depl
             deployment.managed = True
             deployment.launched_by = acting_user(actor)
             deployment.save(update_fields=["managed", "launched_by"])
-            audit_record(
+            _audit(
+                deployment,
+                "deployment.adopt",
+                AuditEntry.Outcome.OK,
                 actor=actor,
-                action="deployment.adopt",
-                outcome=AuditEntry.Outcome.OK,
-                target=deployment.target,
-                cluster_name=deployment.cluster.name,
                 detail="taken over: kaitoweb may now tear it down",
             )
     if refusal:
         # Recorded after the transaction, which the refusal below must not take the entry with.
-        audit_record(
+        _audit(
+            deployment,
+            "deployment.adopt",
+            AuditEntry.Outcome.FAILED,
             actor=actor,
-            action="deployment.adopt",
-            outcome=AuditEntry.Outcome.FAILED,
-            target=deployment.target,
-            cluster_name=deployment.cluster.name,
             detail=refusal,
         )
         raise DeploymentRefused(f"the cluster refused: {refusal}")
@@ -1058,12 +1058,11 @@ def deployment_chat(*, deployment: Deployment, prompt: str, actor: Actor = None)
     """
     if deployment.status != Status.READY or not deployment.endpoint_service:
         raise DeploymentRefused("the deployment is not ready to chat")
-    audit_record(
+    _audit(
+        deployment,
+        "deployment.chat",
+        AuditEntry.Outcome.OK,
         actor=actor,
-        action="deployment.chat",
-        outcome=AuditEntry.Outcome.OK,
-        target=deployment.target,
-        cluster_name=deployment.cluster.name,
         detail=f"one prompt of {len(prompt)} characters",
     )
     return _chat_stream(deployment, prompt)
