@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import pytest
@@ -213,11 +213,14 @@ def cluster(db: None, kaitosim: Any) -> Any:
 class CeleryWorker:
     """A Celery worker process a test can kill (SIGKILL, as a crash) and start again."""
 
+    ready = b" ready."  # what the log says once the process serves
+    new_session = False  # a process group of its own (see tests/reliability/conftest.py)
+
     def __init__(self, log: Path, args: list[str], env: dict[str, str]) -> None:
         self.log, self.args, self.env = log, args, env
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> CeleryWorker:
+    def start(self) -> Self:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -226,11 +229,14 @@ class CeleryWorker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=settings.BASE_DIR,
+                start_new_session=self.new_session,
             )
         deadline = time.monotonic() + 60
-        while b" ready." not in self.log.read_bytes()[offset:]:
+        while self.ready not in self.log.read_bytes()[offset:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Celery worker did not start:\n" + self.log.read_text()[-3000:])
+                raise RuntimeError(
+                    f"{' '.join(self.args[2:6])} did not start:\n" + self.log.read_text()[-3000:]
+                )
             time.sleep(0.2)
         return self
 

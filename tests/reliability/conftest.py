@@ -332,29 +332,11 @@ class AppProcess(CeleryWorker):
     group (a worker's embedded children die with it, as in a container that is killed),
     ``start()`` starts it again, ``stop()`` ends it gently."""
 
+    new_session = True
+
     def __init__(self, log: Path, args: list[str], env: dict[str, str], ready: bytes) -> None:
         super().__init__(log, args, env)
         self.ready = ready
-
-    def start(self) -> AppProcess:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.args,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=settings.BASE_DIR,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while self.ready not in self.log.read_bytes()[offset:]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.args[4]} did not start:\n" + self.log.read_text()[-3000:]
-                )
-            time.sleep(0.2)
-        return self
 
     def _signal_group(self, signum: int) -> None:
         if self.proc is not None:
