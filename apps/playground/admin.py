@@ -3,35 +3,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from apps.playground.experiment_views import token_sha256
 from apps.playground.models import ABRun, ApiToken, Experiment, Sample, Target
-from kaitoweb import urlcheck
-
-
-class TargetAdminForm(forms.ModelForm):
-    """The same endpoint URL check as the playground's target form (kaitoweb/urlcheck.py)."""
-
-    class Meta:
-        model = Target
-        exclude = ["api_key"]  # noqa: DJ006 (as TargetAdmin.exclude: the key is never shown)
-
-    def clean_endpoint_url(self) -> str:
-        url = str(self.cleaned_data.get("endpoint_url") or "").strip()
-        if url:
-            try:
-                urlcheck.endpoint_url_check(url)
-            except urlcheck.UrlRefused as exc:
-                raise forms.ValidationError(str(exc)) from None
-        return url
 
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
-    form = TargetAdminForm
     list_display = ["name", "kind", "endpoint_url", "model_name", "auth", "cost_basis", "region"]
     list_filter = ["kind", "auth", "cost_basis", "processing_scope"]
     search_fields = ["name", "endpoint_url", "model_name"]

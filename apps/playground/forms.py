@@ -12,7 +12,6 @@ from apps.playground.experiments import MAX_TIMEOUT_S as EXPERIMENT_MAX_TIMEOUT_
 from apps.playground.models import ABRun, Experiment, Target
 from apps.playground.prompts import PromptSetError, builtin_load, builtin_names, parse_upload
 from apps.playground.tasks import MAX_RUN_TIMEOUT_S
-from kaitoweb import urlcheck
 
 
 class VmSizeChoiceField(forms.ModelChoiceField):
@@ -139,15 +138,6 @@ class TargetForm(forms.ModelForm):
         key = str(self.cleaned_data.get("api_key") or "")
         # An empty field keeps the stored key (the page never shows it back).
         return key or (self.instance.api_key if self.instance.pk else "") or ""
-
-    def clean_endpoint_url(self) -> str:
-        url = str(self.cleaned_data.get("endpoint_url") or "").strip()
-        if url:
-            try:
-                urlcheck.endpoint_url_check(url)
-            except urlcheck.UrlRefused as exc:
-                raise forms.ValidationError(str(exc)) from None
-        return url
 
     def clean_ca_certificate(self) -> str:
         pem = str(self.cleaned_data.get("ca_certificate") or "").strip()
