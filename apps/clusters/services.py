@@ -18,13 +18,39 @@ if TYPE_CHECKING:
 
     Actor = AbstractBaseUser | AnonymousUser | None
 
-# What a deployment needs to be allowed to do: (verb, group, resource, in plain words)
-NEEDED_PERMISSIONS = [
-    ("create", kube.KAITO_GROUP, kube.WORKSPACES, "create Workspaces"),
-    ("delete", kube.KAITO_GROUP, kube.WORKSPACES, "delete Workspaces"),
-    ("create", "", "configmaps", "create ConfigMaps"),
-    ("create", "", "secrets", "create Secrets"),
-]
+# How a missing permission reads in the check's report.
+_KIND_WORDS = {
+    kube.WORKSPACES: "Workspaces",
+    "configmaps": "ConfigMaps",
+    "secrets": "Secrets",
+    kube.NODECLAIMS: "NodeClaims",
+}
+
+
+def _permission_words(verb: str, permission: kube.Permission) -> str:
+    noun = _KIND_WORDS.get(permission.resource, permission.resource)
+    where = "" if permission.cluster_wide else " (namespaced)"
+    return f"{verb} {noun}{where}"
+
+
+def _missing_permissions(api: kube.Kube, namespace: str) -> list[str]:
+    """Every verb kaitoweb's calls need (kube.REQUIRED_PERMISSIONS) that the credentials lack,
+    by SelfSubjectAccessReview: cluster-wide ones across all namespaces, the rest in the
+    cluster's default namespace."""
+    missing = []
+    for permission in kube.REQUIRED_PERMISSIONS:
+        resource, _, subresource = permission.resource.partition("/")
+        for verb in permission.verbs:
+            allowed, _reason = api.can_i(
+                verb,
+                resource,
+                group=permission.group,
+                namespace="" if permission.cluster_wide else namespace,
+                subresource=subresource,
+            )
+            if not allowed:
+                missing.append(_permission_words(verb, permission))
+    return missing
 
 
 class ClusterRefused(Exception):
@@ -188,21 +214,15 @@ def cluster_check(*, cluster: Cluster, actor: Actor = None) -> CheckReport:
                     "the AI toolchain operator add-on (az aks update "
                     "--enable-ai-toolchain-operator) or install KAITO with its Helm chart."
                 )
-            missing = []
-            for verb, group, resource, words in NEEDED_PERMISSIONS:
-                allowed, _reason = api.can_i(
-                    verb, resource, group=group, namespace=cluster.default_namespace
-                )
-                if not allowed:
-                    missing.append(words)
+            missing = _missing_permissions(api, cluster.default_namespace)
             report.can_create_workspaces = not missing
             if missing:
                 report.problems.append(
                     "403 Forbidden: our credentials may not "
                     + ", ".join(missing)
-                    + f" in namespace {cluster.default_namespace}. Bind a Role that allows them "
-                    "(verbs create, get, list, watch, delete on workspaces.kaito.sh, configmaps "
-                    "and secrets), or use another context."
+                    + f" (namespaced: in namespace {cluster.default_namespace}). Bind the "
+                    "ClusterRoles in deploy/kubernetes/base/rbac.yaml, which grant exactly what "
+                    "kaitoweb calls, or use another context."
                 )
     except kube.KubeError as error:
         report.problems.append(_problem_for(error, cluster))

@@ -58,8 +58,12 @@ def test_a_read_only_context_is_told_which_permissions_are_missing(kaitosim: Any
     assert report.kaito_installed is True
     assert report.can_create_workspaces is False
     [problem] = report.problems
-    assert problem.startswith("403 Forbidden: our credentials may not create Workspaces")
-    assert "create Secrets" in problem
+    assert problem.startswith("403 Forbidden: our credentials may not ")
+    # every verb kaitoweb needs and the viewer lacks is named, reads stay allowed
+    for missing in ("create Workspaces (namespaced)", "delete Workspaces", "create Secrets"):
+        assert missing in problem
+    assert "list Workspaces" not in problem and "get pods/log" not in problem
+    assert "deploy/kubernetes/base/rbac.yaml" in problem
 
 
 def test_a_wrong_token_is_reported_as_401_with_what_to_do(kaitosim: Any) -> None:
