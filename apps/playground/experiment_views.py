@@ -341,7 +341,7 @@ def _api_targets(value: Any) -> list[Target]:
     found = []
     for item in value:
         lookup = {"pk": item} if isinstance(item, int) else {"name": str(item)}
-        target = Target.objects.filter(**lookup).first()
+        target = Target.objects.filter(archived_at__isnull=True, **lookup).first()
         if target is None:
             raise ValueError(f"no target {item!r}")
         found.append(target)

@@ -67,7 +67,7 @@ from django.utils import timezone
 from apps.playground import clients
 from apps.playground.models import Experiment, Sample, Target
 from apps.playground.prompts import PromptSet, text_sha256
-from apps.playground.services import _close_connection, _sample_apply
+from apps.playground.services import TARGET_DELETED, _close_connection, _sample_apply
 from kaitoweb.env import env_int
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,6 @@ CHUNK_MAX_S = CHUNK_ROUNDS * MAX_TIMEOUT_S + SAMPLE_MAX_S + 2 * WRITE_RETRY_SECO
 
 OPEN = (Sample.Status.PENDING, Sample.Status.STREAMING)
 ACTIVE = (Experiment.Status.QUEUED, Experiment.Status.RUNNING)
-TARGET_DELETED = "The target was deleted before the request was sent."
 # Why a chunk stopped early.
 CLOSED = "closed"  # the experiment was cancelled or failed: unstarted samples are skipped
 SUPERSEDED = "superseded"  # another execution runs the chain: unstarted samples are handed back

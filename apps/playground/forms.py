@@ -177,8 +177,12 @@ class TargetForm(forms.ModelForm):
 
 
 class PlaygroundForm(forms.Form):
-    target_a = TargetChoiceField(queryset=Target.objects.order_by("name"), label="Target A")
-    target_b = TargetChoiceField(queryset=Target.objects.order_by("name"), label="Target B")
+    target_a = TargetChoiceField(
+        queryset=Target.objects.filter(archived_at__isnull=True).order_by("name"), label="Target A"
+    )
+    target_b = TargetChoiceField(
+        queryset=Target.objects.filter(archived_at__isnull=True).order_by("name"), label="Target B"
+    )
     system_prompt = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), label="System prompt"
     )
@@ -226,7 +230,7 @@ class ExperimentForm(forms.Form):
 
     name = forms.CharField(max_length=200, required=False)
     targets = forms.ModelMultipleChoiceField(
-        queryset=Target.objects.all(),
+        queryset=Target.objects.filter(archived_at__isnull=True),
         widget=forms.CheckboxSelectMultiple,
         help_text="Two or more.",
     )

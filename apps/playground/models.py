@@ -79,6 +79,10 @@ class Target(models.Model):
     KAITO_KINDS = (Kind.KAITO_VLLM, Kind.KAITO_TRANSFORMERS_CHAT)
 
     name = models.CharField(max_length=100, unique=True)
+    # Deleting a target that has measured anything archives it instead (services.target_delete):
+    # its samples and votes keep pointing at it, so an experiment's results never merge two
+    # deleted targets. Archived targets are hidden from lists and pickers.
+    archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     kind = models.CharField(max_length=32, choices=Kind.choices)
     deployment = models.ForeignKey(
         "deployments.Deployment",

@@ -17,14 +17,14 @@ RUNNING_GRACE = timedelta(seconds=60)
 
 
 def target_list() -> QuerySet[Target]:
-    return Target.objects.select_related(
+    return Target.objects.filter(archived_at__isnull=True).select_related(
         "foundry_model", "kaito_model", "vm_size", "deployment__cluster"
     )
 
 
 def default_target_pair() -> tuple[Target | None, Target | None]:
     """A KAITO target against a Foundry one by default (the comparison this app is for)."""
-    targets = list(Target.objects.order_by("name"))
+    targets = list(Target.objects.filter(archived_at__isnull=True).order_by("name"))
     kaito = next((t for t in targets if t.is_kaito), None)
     foundry = next((t for t in targets if t.is_foundry), None)
     a = kaito or (targets[0] if targets else None)

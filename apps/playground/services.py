@@ -21,7 +21,7 @@ from apps.catalog.models import FoundryModel, GpuVmSize, KaitoModel
 from apps.playground import clients
 from apps.playground.compliance import compliance_defaults
 from apps.playground.costs import CostBasis, cost_per_1m_tokens
-from apps.playground.models import ABRun, Sample, Target
+from apps.playground.models import ABRun, PreferenceVote, Sample, Target
 from kaitoweb.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,35 @@ def target_prefill(*, target: Target) -> list[str]:
     return notes
 
 
+TARGET_DELETED = "The target was deleted before the request was sent."
+
+
+@transaction.atomic
+def target_delete(*, target: Target) -> str:
+    """Delete a target; one that has measured anything or has votes is archived instead, so
+    runs and experiments keep it apart from every other target. Requests of it not yet sent
+    are recorded as failed (the ones in flight finish). Returns "deleted" or "archived"."""
+    if not (
+        Sample.objects.filter(target=target).exists()
+        or PreferenceVote.objects.filter(target=target).exists()
+    ):
+        target.delete()
+        return "deleted"
+    now = timezone.now()
+    Sample.objects.filter(target=target, status=Sample.Status.PENDING).update(
+        status=Sample.Status.FAILED,
+        error_kind="config",
+        error_message=TARGET_DELETED,
+        finished_at=now,
+        claim="",
+    )
+    # The name is free again for a new target; history shows the snapshot's name.
+    target.name = f"{target.name[:70]} (deleted #{target.pk})"
+    target.archived_at = now
+    target.save(update_fields=["name", "archived_at"])
+    return "archived"
+
+
 def target_save(*, target: Target) -> Target:
     """Save a target; a new one without a cost basis or a profile gets the prefilled ones."""
     target_deployment_link(target=target)
@@ -257,7 +286,7 @@ def abrun_execute(*, run_id: int) -> ABRun | None:
     for sample in samples:
         kind = str(sample.target_snapshot.get("kind", ""))
         m = clients.Measurement(kind=kind, streamed=kind in clients.STREAMING_KINDS)
-        if sample.target is None:
+        if sample.target is None or sample.target.archived_at is not None:
             m.fail("config", "The target was deleted before the run started.")
         else:
             try:

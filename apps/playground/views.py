@@ -36,6 +36,7 @@ from apps.playground.services import (
     target_prefill,
     target_save,
 )
+from apps.playground.services import target_delete as target_delete_service
 from kaitoweb.htmx import htmx_partial
 
 POLL_MS = 300
@@ -64,7 +65,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def _home(request: HttpRequest, form: PlaygroundForm | None, status: int = 200) -> HttpResponse:
     context = {
         "form": form,
-        "targets_exist": Target.objects.exists(),
+        "targets_exist": Target.objects.filter(archived_at__isnull=True).exists(),
         "recent": abrun_history()[:RECENT_RUNS],
     }
     return render(request, "playground/home.html", context, status=status)
@@ -181,7 +182,7 @@ def target_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @role_required(Role.OPERATOR)
 def target_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    return _target_form(request, get_object_or_404(Target, pk=pk))
+    return _target_form(request, get_object_or_404(Target, pk=pk, archived_at__isnull=True))
 
 
 def _target_form(request: HttpRequest, target: Target) -> HttpResponse:
@@ -236,8 +237,9 @@ def _target_form(request: HttpRequest, target: Target) -> HttpResponse:
 @require_POST
 @role_required(Role.OPERATOR)
 def target_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    target = get_object_or_404(Target, pk=pk)
-    target.delete()
-    audit_record(actor=request.user, action="target.delete", outcome="ok", target=target.name)
-    messages.success(request, f"Target {target.name} deleted; past runs keep what they measured.")
+    target = get_object_or_404(Target, pk=pk, archived_at__isnull=True)
+    name = target.name
+    how = target_delete_service(target=target)
+    audit_record(actor=request.user, action="target.delete", outcome="ok", target=name, detail=how)
+    messages.success(request, f"Target {name} deleted; past runs keep what they measured.")
     return redirect("playground:targets")

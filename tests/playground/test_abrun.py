@@ -12,7 +12,7 @@ from django.conf import settings
 
 from apps.catalog.services import catalog_load
 from apps.playground.models import ABRun, Sample, Target
-from apps.playground.services import abrun_execute
+from apps.playground.services import abrun_execute, target_delete
 from kaitosim.foundry import FoundryServer
 from kaitosim.inference import InferenceServer
 from tests.conftest import wait_for
@@ -133,6 +133,19 @@ def test_a_run_that_is_not_queued_is_not_run_again(
     assert again is not None and again.status == ABRun.Status.DONE
     assert len(foundry.records) == before
     assert abrun_execute(run_id=run.pk + 1000) is None
+
+
+def test_a_target_deleted_through_the_app_before_the_run_fails_only_its_side(
+    foundry: FoundryServer, vllm: InferenceServer
+) -> None:
+    kaito = kaito_target(vllm.url)
+    run = queued_run([kaito, foundry_target(foundry.url, FOUNDRY_KEY)])
+    assert target_delete(target=kaito) == "archived"  # it has a sample: kept, not measured
+    abrun_execute(run_id=run.pk)
+    a, b = run.samples.order_by("side")
+    assert a.status == Sample.Status.FAILED and "deleted" in a.error_message
+    assert a.target == kaito and a.target_snapshot["name"] == "kaito-phi-4-mini"
+    assert b.status == Sample.Status.DONE
 
 
 def test_a_target_deleted_before_the_run_fails_only_its_side(

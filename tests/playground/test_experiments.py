@@ -27,6 +27,7 @@ from apps.playground.experiments import (
 )
 from apps.playground.models import Experiment, Sample, Target
 from apps.playground.prompts import Prompt, PromptSet, builtin_load, prompt_sha256
+from apps.playground.services import target_delete
 from apps.playground.stats import percentile
 from kaitosim.foundry import FoundryServer
 from kaitosim.inference import InferenceServer
@@ -79,6 +80,16 @@ def test_every_target_prompt_and_repetition_is_measured(targets: list[Target]) -
         assert sample.started_at and sample.finished_at and sample.cost_usd is not None
         assert sample.text
     assert experiment.prompts[1]["prompt"] == SECRET_PROMPT
+
+
+def test_deleting_both_targets_keeps_their_results_apart(targets: list[Target]) -> None:
+    experiment = experiment_run_sync(experiment=make(targets))
+    names = sorted(t.name for t in targets)
+    for target in targets:
+        assert target_delete(target=target) == "archived"
+    summaries = experiment_summary(experiment)
+    assert sorted(s.name for s in summaries) == names
+    assert [s.ok for s in summaries] == [2 * 3, 2 * 3]
 
 
 def test_a_kaito_request_shares_node_time_with_its_concurrency(targets: list[Target]) -> None:

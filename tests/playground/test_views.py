@@ -6,11 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.forms import ModelChoiceField
 from django.test import Client
 from django.urls import reverse
 
 from apps.accounts.roles import Role
 from apps.catalog.services import LoadReport
+from apps.playground.forms import PlaygroundForm
 from apps.playground.models import ABRun, Sample, Target
 from tests.playground.factories import foundry_target, kaito_target, queued_run
 
@@ -320,10 +322,32 @@ def test_a_key_target_needs_a_key_and_entra_id_is_for_foundry(
 def test_deleting_a_target_keeps_past_runs(client_as: ClientAs, run: ABRun) -> None:
     target = run.samples.get(side="a").target
     assert target is not None
-    client_as(Role.OPERATOR).post(reverse("playground:target_delete", args=[target.pk]))
+    name = target.name
+    operator = client_as(Role.OPERATOR)
+    operator.post(reverse("playground:target_delete", args=[target.pk]))
+    # It measured something, so it is archived: the run still tells its two sides apart ...
     sample = run.samples.get(side="a")
-    assert sample.target is None and sample.target_snapshot["name"] == target.name
+    assert sample.target == target and sample.target_snapshot["name"] == name
     assert client_as(Role.VIEWER).get(run.get_absolute_url()).status_code == 200
+    # ... its request not yet sent is recorded as failed, not left to be measured ...
+    assert sample.status == Sample.Status.FAILED and "deleted" in sample.error_message
+    # ... and it is gone from the lists and pickers, its name free for a new target.
+    operator.get(reverse("playground:targets"))  # shows (and uses up) "Target ... deleted"
+    assert name not in operator.get(reverse("playground:targets")).content.decode()
+    picker = PlaygroundForm().fields["target_a"]
+    assert isinstance(picker, ModelChoiceField) and picker.queryset is not None
+    assert target not in picker.queryset
+    assert operator.get(reverse("playground:target_edit", args=[target.pk])).status_code == 404
+    kaito_target("http://127.0.0.1:9/v1", name=name)
+    assert Target.objects.get(name=name).pk != target.pk
+
+
+def test_deleting_a_target_that_never_measured_anything_deletes_it(
+    client_as: ClientAs, catalog: LoadReport
+) -> None:
+    unused = kaito_target("http://127.0.0.1:9/v1", name="unused")
+    client_as(Role.OPERATOR).post(reverse("playground:target_delete", args=[unused.pk]))
+    assert not Target.objects.filter(pk=unused.pk).exists()
 
 
 def test_the_history_lists_runs_newest_first(

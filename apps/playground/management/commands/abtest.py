@@ -48,7 +48,7 @@ class Command(BaseCommand):
         names = [n.strip() for n in options["targets"].split(",") if n.strip()]
         targets = []
         for name in names:
-            target = Target.objects.filter(name=name).first()
+            target = Target.objects.filter(name=name, archived_at__isnull=True).first()
             if target is None:
                 raise CommandError(f"No target is called {name!r}.")
             targets.append(target)
